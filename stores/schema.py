@@ -1,0 +1,130 @@
+"""Column schemas of the store's Parquet tables.
+
+The design's columns come first (they are the contract); the extra columns record where each row's samples
+live in `arrays.zarr` and what the audio looked like, so that a row alone is enough to read and audit it.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from stores.errors import NotFoundError
+
+TS = pa.timestamp("us", tz="UTC")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "utterances": pa.schema(
+        [
+            ("corpus", pa.string()),
+            ("utterance_id", pa.string()),
+            ("speaker_id", pa.string()),
+            ("split", pa.string()),
+            ("source_path", pa.string()),
+            ("sample_rate", pa.int32()),
+            ("num_samples", pa.int64()),
+            ("duration_s", pa.float64()),
+            ("transcript", pa.string()),
+            ("sha256", pa.string()),  # of the float32 samples as stored
+            ("source_sha256", pa.string()),  # of the source file's bytes
+            ("source_sample_rate", pa.int32()),
+            ("source_channels", pa.int32()),
+            ("peak", pa.float32()),
+            ("clipped_samples", pa.int64()),
+            ("array", pa.string()),
+            ("offset", pa.int64()),
+            ("shard", pa.string()),
+            ("created_at", TS),
+        ]
+    ),
+    "rejects": pa.schema(
+        [
+            ("corpus", pa.string()),
+            ("source_path", pa.string()),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+            ("utterance_id", pa.string()),
+            ("stage", pa.string()),  # "ingest" or "pairs:<pairset>"
+            ("shard", pa.string()),
+            ("created_at", TS),
+        ]
+    ),
+    "pairs": pa.schema(
+        [
+            ("pairset", pa.string()),
+            ("corpus", pa.string()),
+            ("utterance_id", pa.string()),
+            ("split", pa.string()),
+            ("kind", pa.string()),
+            ("snr_db_target", pa.float64()),
+            ("snr_db_achieved", pa.float64()),
+            ("noise_id", pa.string()),
+            ("noise_offset", pa.int64()),
+            ("rir_id", pa.string()),
+            ("t60_s", pa.float64()),
+            ("gain_db", pa.float64()),
+            ("seed", pa.int64()),
+            ("source_path", pa.string()),
+            ("num_samples", pa.int64()),
+            ("array", pa.string()),  # group holding this shard's input/clean/noise arrays
+            ("offset", pa.int64()),
+            ("roles", pa.string()),  # comma-separated roles stored in `array`
+            ("shard", pa.string()),
+            ("created_at", TS),
+        ]
+    ),
+    "features": pa.schema(
+        [
+            ("feature_id", pa.string()),
+            ("kind", pa.string()),
+            ("pairset", pa.string()),
+            ("config_json", pa.string()),
+            ("created_at", TS),
+            ("code_version", pa.string()),
+        ]
+    ),
+    "models": pa.schema(
+        [
+            ("model_version", pa.string()),
+            ("architecture", pa.string()),
+            ("config_json", pa.string()),
+            ("feature_id", pa.string()),
+            ("pairset", pa.string()),
+            ("epochs", pa.int32()),
+            ("train_loss", pa.float64()),
+            ("valid_loss", pa.float64()),
+            ("created_at", TS),
+        ]
+    ),
+    "metrics": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("model", pa.string()),
+            ("model_version", pa.string()),
+            ("pairset", pa.string()),
+            ("split", pa.string()),
+            ("utterance_id", pa.string()),
+            ("snr", pa.float64()),
+            ("si_snr", pa.float64()),
+            ("pesq_wb", pa.float64()),
+            ("stoi", pa.float64()),
+            ("estoi", pa.float64()),
+            ("created_at", TS),
+        ]
+    ),
+}
+
+
+def table_schema(name: str) -> pa.Schema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise NotFoundError(
+            f"Expected a table name, one of {', '.join(sorted(SCHEMAS))}. Got {name!r} instead."
+        ) from None
+
+
+def rows_to_table(name: str, rows: list[dict]) -> pa.Table:
+    """Rows (dicts) -> a table of exactly the schema's columns; missing columns are null."""
+    schema = table_schema(name)
+    columns = {f.name: [row.get(f.name) for row in rows] for f in schema}
+    return pa.table(columns, schema=schema)

@@ -1,0 +1,199 @@
+"""The store: a root URL holding `arrays.zarr` (one Zarr v3 group) and Parquet tables under `tables/`.
+
+Any fsspec URL works as a root (a local folder, `memory://…`, `s3://…`); local paths go through zarr's
+`LocalStore` and fsspec's local filesystem, everything else through `FsspecStore`, so both use one code path
+above this module.
+
+Commit protocol: a task writes its arrays first, then its side-table parts, then its commit part last; every
+part is written under a staging name that readers ignore (pyarrow skips names starting with `_`) and moved
+into place, so a reader never sees a half-written file and a killed writer leaves no partial row. Part names
+are derived from the task's shard id, so a rerun of the same shard replaces its parts instead of adding rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from functools import cached_property
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import zarr
+from zarr.storage import FsspecStore, LocalStore
+
+from stores.config import parse_name, parse_positive_int
+from stores.errors import ConfigError, NotFoundError
+from stores.schema import rows_to_table, table_schema
+
+FORMAT_VERSION = 1
+DEFAULT_SAMPLE_RATE = 16000
+STAGING = "_staging"
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Store:
+    """A specstore at `root`. Create with `open_store`."""
+
+    def __init__(self, root: str, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        self.root = root
+        self.fs = fs
+        self.path = path.rstrip("/")
+
+    # ------------------------------------------------------------------ layout
+    def _join(self, *parts: str) -> str:
+        return "/".join([self.path, *parts])
+
+    @cached_property
+    def arrays(self) -> zarr.Group:
+        """The Zarr v3 group holding every array of the store."""
+        if _is_local(self.root):
+            zstore = LocalStore(self._join("arrays.zarr"))
+        else:
+            zstore = FsspecStore.from_url(self.root.rstrip("/") + "/arrays.zarr")
+        return zarr.open_group(zstore, mode="a", zarr_format=3)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.arrays.attrs["sample_rate"])
+
+    # ------------------------------------------------------------------ tables
+    def table_path(self, name: str) -> str:
+        table_schema(name)  # unknown names raise
+        return self._join("tables", name)
+
+    def table(self, name: str) -> ds.Dataset:
+        """The table as a `pyarrow.dataset.Dataset` (empty, with its schema, before the first write)."""
+        schema = table_schema(name)
+        path = self.table_path(name)
+        if not self.part_names(name):
+            return ds.dataset(pa.table({f.name: [] for f in schema}, schema=schema))
+        return ds.dataset(path, format="parquet", partitioning="hive", filesystem=self.fs, schema=schema)
+
+    def read_table(self, name: str, filter=None, columns: list[str] | None = None) -> pa.Table:
+        return self.table(name).to_table(filter=filter, columns=columns)
+
+    def part_names(self, name: str) -> list[str]:
+        """Committed part names (without `.parquet`) of a table; staging files are not listed."""
+        path = self.table_path(name)
+        if not self.fs.exists(path):
+            return []
+        names = []
+        for entry in self.fs.ls(path, detail=False):
+            base = entry.rstrip("/").rsplit("/", 1)[-1]
+            if base.endswith(".parquet") and not base.startswith(("_", ".")):
+                names.append(base[: -len(".parquet")])
+        return sorted(names)
+
+    def write_part(self, name: str, part: str, rows: list[dict] | pa.Table) -> str:
+        """Write one part of a table atomically (staging file, then a move); same part name = replace."""
+        parse_name(part, "table part name")
+        table = rows if isinstance(rows, pa.Table) else rows_to_table(name, rows)
+        table = table.cast(table_schema(name))
+        path = self.table_path(name)
+        staging = f"{path}/{STAGING}/{part}.{uuid.uuid4().hex}.parquet"
+        final = f"{path}/{part}.parquet"
+        self.fs.makedirs(f"{path}/{STAGING}", exist_ok=True)
+        with self.fs.open(staging, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+        self.fs.mv(staging, final)
+        return final
+
+    def commit(self, parts: dict[str, list[dict] | pa.Table], commit_table: str, shard: str) -> None:
+        """Write a shard's side-table parts, then its commit-table part last: the shard is committed when
+        `commit_table/part-<shard>` exists (even with zero rows)."""
+        for name, rows in parts.items():
+            if name != commit_table:
+                self.write_part(name, f"part-{shard}", rows)
+        self.write_part(commit_table, f"part-{shard}", parts.get(commit_table, []))
+
+    def committed_shards(self, commit_table: str) -> set[str]:
+        return {p[len("part-") :] for p in self.part_names(commit_table) if p.startswith("part-")}
+
+    # ------------------------------------------------------------------ audio
+    def write_audio_array(self, path: str, samples: np.ndarray, attrs: dict, chunk: int = 1 << 20) -> None:
+        """One shard's utterances, concatenated along time, as a float32 array (replaced if present)."""
+        array = self.arrays.create_array(
+            path,
+            shape=samples.shape,
+            chunks=(min(chunk, max(1, samples.shape[0])),),
+            dtype="float32",
+            overwrite=True,
+            fill_value=0.0,
+        )
+        array[:] = samples
+        array.attrs.update(attrs)
+
+    def read_samples(self, array: str, offset: int, num_samples: int) -> np.ndarray:
+        return np.asarray(self.arrays[array][offset : offset + num_samples], dtype=np.float32)
+
+    def audio(self, name: str, utterance_id: str, role: str = "clean") -> np.ndarray:
+        """float32 samples of an utterance of a corpus (`role` clean) or of a pair set (`input`, `clean`,
+        `noise`) at the store's sample rate."""
+        from stores.audio_index import read_audio  # local import: keeps this module free of pair logic
+
+        return read_audio(self, name, utterance_id, role)
+
+    def features(self, feature_id: str):
+        raise NotFoundError(
+            f"Expected an existing feature set. Got {feature_id!r} instead (none are stored)."
+        )
+
+
+def _check_reachable(fs: fsspec.AbstractFileSystem, path: str, root: str) -> None:
+    try:
+        fs.exists(path)
+    except Exception as exc:  # any transport error: one clear line for the user
+        raise ConfigError(
+            f"Expected a reachable store URL. Got {root!r} instead ({type(exc).__name__}: {exc})."
+        ) from exc
+
+
+def open_store(root: str | os.PathLike, create: bool = True, sample_rate: int | None = None) -> Store:
+    """Open the store at `root` (a folder or fsspec URL), creating it when missing and `create` is set.
+
+    `sample_rate` fixes the rate of a new store (16 kHz by default); asking an existing store for another rate
+    is an error, because every stored array is at the store's one rate.
+    """
+    root = os.fspath(root)
+    if not root:
+        raise ConfigError("Expected a store root (a folder or URL). Got '' instead.")
+    fs, path = fsspec.core.url_to_fs(root)
+    if _is_local(root):
+        root = path = os.path.abspath(path)
+    _check_reachable(fs, path, root)
+    meta_path = f"{path.rstrip('/')}/arrays.zarr/zarr.json"
+    if not fs.exists(meta_path):
+        if not create:
+            raise NotFoundError(f"Expected an existing store. Got {root!r} instead (no arrays.zarr there).")
+        fs.makedirs(f"{path.rstrip('/')}/tables", exist_ok=True)
+        store = Store(root, fs, path)
+        store.arrays.attrs.update(
+            {
+                "sample_rate": parse_positive_int(sample_rate or DEFAULT_SAMPLE_RATE, "sample_rate"),
+                "format_version": FORMAT_VERSION,
+            }
+        )
+        return store
+    store = Store(root, fs, path)
+    if sample_rate is not None and sample_rate != store.sample_rate:
+        raise ConfigError(
+            f"Expected the store's sample rate {store.sample_rate} Hz (fixed at creation). Got {sample_rate} instead."
+        )
+    return store
+
+
+def attrs_json(value: dict) -> dict:
+    """Attributes must be plain JSON; round-trip to catch numpy scalars early."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
