@@ -1,0 +1,306 @@
+"""Prefect flows, run on Dask, and the `specstore` command line.
+
+Flows only compose library functions from `pipelines/` and `stores/`; each Prefect task is a coarse shard of
+many utterances that returns counts, never arrays. Tasks run through prefect-dask on a local Dask cluster
+(`--workers N`) or an existing one (`--dask-address tcp://HOST:PORT`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Prefect and distributed log every task at INFO; the command line shows a progress bar and a summary
+# instead. Users who want the logs set PREFECT_LOGGING_LEVEL themselves.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, task  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from pipelines.audio import MONO_POLICIES, AudioConfig  # noqa: E402
+from pipelines.corpora import CORPORA, scan_corpus  # noqa: E402
+from pipelines.ingest import ShardSummary, ingest_shard, plan_ingest  # noqa: E402
+from pipelines.pairs import given_pairs_shard, plan_given_pairs  # noqa: E402
+from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
+from stores.config import parse_positive_int  # noqa: E402
+from stores.errors import ConfigError, SpecstoreError  # noqa: E402
+from stores.store import open_store  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------- runners
+
+
+def ensure_prefect_api() -> None:
+    """Start one temporary Prefect server for this process and point every Dask worker at it.
+
+    Without this each Dask worker process starts its own temporary server when it runs its first task
+    (about 10 s each): measured 38.7 s against 6.3 s for an 8-task flow on 2 workers.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
+def dask_runner(workers: int | None, dask_address: str | None):
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    n = parse_positive_int(workers or os.cpu_count() or 1, "--workers")
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    )
+
+
+def auto_shard_size(scanned: int) -> int:
+    """Coarse enough that task overhead is small, fine enough for ~16 tasks; depends only on the corpus size,
+    so a rerun after a kill plans the same shards whatever the worker count."""
+    return min(128, max(4, math.ceil(scanned / 16)))
+
+
+def run_shards(task_fn, shards, args: tuple, label: str, progress: bool) -> ShardSummary:
+    """Submit one task per shard, show progress in utterances, merge the summaries."""
+    total = ShardSummary("all")
+    futures = [task_fn.submit(*args, shard) for shard in shards]
+    units = sum(len(s.items) + len(s.prerejected) for s in shards)
+    with tqdm(total=units, desc=label, unit="utt", disable=not progress or not shards) as bar:
+        for fut in as_completed(futures):
+            result = fut.result()
+            total.merge(result)
+            bar.update(result.utterances + sum(result.rejects.values()))
+            bar.set_postfix(hours=f"{total.seconds / 3600:.2f}", rejects=sum(total.rejects.values()))
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+
+
+@task(name="ingest-shard", retries=2, retry_delay_seconds=2)
+def ingest_shard_task(store_root, corpus, reader, audio, splits, shard):
+    return ingest_shard(open_store(store_root, create=False), corpus, reader, shard, audio, splits)
+
+
+@task(name="given-pairs-shard", retries=2, retry_delay_seconds=2)
+def given_pairs_task(store_root, corpus, pairset, audio, shard):
+    return given_pairs_shard(open_store(store_root, create=False), corpus, pairset, shard, audio)
+
+
+@dataclass
+class IngestReport:
+    corpus: str
+    added: ShardSummary
+    already_done: int
+    utterances: int = 0
+    hours: float = 0.0
+    rejects: Counter = field(default_factory=Counter)
+    pairset: str | None = None
+    pairs: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rejects = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejects.items())) or "none"
+        out = [
+            f"corpus {self.corpus}: {self.utterances} utterances, {self.hours:.3f} h "
+            f"({self.added.utterances} added now, {self.already_done} inputs already done)",
+            f"rejects by reason: {rejects}",
+        ]
+        if self.pairset:
+            out.append(f"given pair set {self.pairset}: {self.pairs} pairs")
+        out.append(f"wall time {self.seconds:.1f} s")
+        return out
+
+
+@flow(name="ingest")
+def ingest_flow(
+    store: str,
+    corpus: str,
+    source: str,
+    name: str | None = None,
+    audio: AudioConfig | None = None,
+    splits: SplitConfig | None = None,
+    shard_size: int | None = None,
+    progress: bool = True,
+) -> IngestReport:
+    """Ingest a corpus: scan, shard, decode on Dask, commit; then the corpus's given pairs, if any."""
+    started = time.perf_counter()
+    audio, splits = audio or AudioConfig(), splits or SplitConfig()
+    st = open_store(store, sample_rate=audio.sample_rate)
+    items = scan_corpus(corpus, source)
+    shard_size = shard_size or auto_shard_size(len(items))
+    plan = plan_ingest(st, corpus, items, name, shard_size)
+    added = run_shards(
+        ingest_shard_task,
+        plan.shards,
+        (st.root, plan.corpus, corpus, audio, splits),
+        f"ingest {plan.corpus}",
+        progress,
+    )
+    pairset, pair_shards = None, []
+    if any(i.given for i in items):
+        pairset, pair_shards = plan_given_pairs(st, plan.corpus, items, shard_size=shard_size)
+        added_pairs = run_shards(
+            given_pairs_task,
+            pair_shards,
+            (st.root, plan.corpus, pairset, audio),
+            f"pairs {pairset}",
+            progress,
+        )
+        added.rejects.update(added_pairs.rejects)
+    return summarize(st, plan.corpus, added, plan.already_done, pairset, time.perf_counter() - started)
+
+
+def summarize(
+    st, corpus: str, added: ShardSummary, already: int, pairset: str | None, seconds: float
+) -> IngestReport:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    utts = st.read_table("utterances", filter=ds.field("corpus") == corpus, columns=["duration_s"])
+    rejects = st.read_table("rejects", filter=ds.field("corpus") == corpus, columns=["reason"])
+    report = IngestReport(
+        corpus,
+        added,
+        already,
+        utts.num_rows,
+        float(pc.sum(utts["duration_s"]).as_py() or 0) / 3600,
+        Counter(rejects["reason"].to_pylist()),
+        pairset,
+        seconds=seconds,
+    )
+    if pairset:
+        report.pairs = st.read_table(
+            "pairs", filter=ds.field("pairset") == pairset, columns=["utterance_id"]
+        ).num_rows
+    return report
+
+
+def run_ingest(args) -> IngestReport:
+    audio = AudioConfig(sample_rate=args.sample_rate, mono=args.mono, min_duration_s=args.min_duration)
+    splits = parse_split_fractions(args.splits) if args.splits else SplitConfig()
+    runner = dask_runner(args.workers, args.dask_address)
+    ensure_prefect_api()
+    return ingest_flow.with_options(task_runner=runner)(
+        store=args.store,
+        corpus=args.corpus,
+        source=args.source,
+        name=args.name,
+        audio=audio,
+        splits=splits,
+        shard_size=args.shard_size,
+        progress=not args.quiet,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def _add_common(parser: argparse.ArgumentParser, store_required: bool = True) -> None:
+    parser.add_argument("--store", required=store_required, help="store root: a folder or an fsspec URL")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def _add_dask(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=int, default=None, help="local Dask worker processes (default: cores)"
+    )
+    parser.add_argument("--dask-address", default=None, help="an existing Dask scheduler, tcp://HOST:PORT")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specstore", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    ingest = sub.add_parser("ingest", help="ingest a corpus into the store (a Prefect flow on Dask)")
+    _add_common(ingest)
+    ingest.add_argument("--corpus", required=True, help=f"corpus reader: {', '.join(CORPORA.names())}")
+    ingest.add_argument("--source", required=True, help="the corpus folder (demo: where it is generated)")
+    ingest.add_argument("--name", default=None, help="corpus name in the store (default: the reader's name)")
+    ingest.add_argument(
+        "--sample-rate", type=int, default=16000, help="the store's sample rate (default 16000)"
+    )
+    ingest.add_argument(
+        "--mono", default="mean", choices=MONO_POLICIES, help="multichannel policy (default mean)"
+    )
+    ingest.add_argument("--min-duration", type=float, default=0.25, help="shorter inputs are rejected (s)")
+    ingest.add_argument(
+        "--splits", default=None, help="TRAIN,VALID,TEST fractions by speaker (default 0.8,0.1,0.1)"
+    )
+    ingest.add_argument(
+        "--shard-size", type=int, default=None, help="utterances per task (default: automatic)"
+    )
+    _add_dask(ingest)
+
+    from pipelines import download
+
+    dl = sub.add_parser(
+        "download", help="download LibriSpeech subsets or VoiceBank-DEMAND (checksummed, resumable)"
+    )
+    dl.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    download.add_arguments(dl)
+
+    demo = sub.add_parser("demo", help="the end-to-end demo on the built-in generated corpus")
+    _add_common(demo)
+    demo.add_argument("--source", default="demo-data", help="where the demo corpus is generated")
+    _add_dask(demo)
+    return parser
+
+
+def cmd_ingest(args) -> int:
+    for line in run_ingest(args).lines():
+        print(line)
+    return 0
+
+
+def cmd_download(args) -> int:
+    from pipelines import download
+
+    return download.run(args)
+
+
+def cmd_demo(args) -> int:
+    from pipelines.demo import generate_demo_corpus
+
+    corpus = generate_demo_corpus(args.source)
+    print(f"demo corpus: speech {corpus.speech}, noise {corpus.noise}, room impulse responses {corpus.rir}")
+    args.corpus, args.name, args.sample_rate, args.mono = "demo", "demo", 16000, "mean"
+    args.min_duration, args.splits, args.shard_size = 0.25, None, None
+    report = run_ingest(args)
+    for line in report.lines():
+        print(line)
+    print(f"store: {open_store(args.store, create=False).root} (tables under tables/, arrays in arrays.zarr)")
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "download": cmd_download, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except SpecstoreError as exc:
+        if args.debug:
+            raise
+        print(f"specstore {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"specstore {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["ConfigError", "ingest_flow", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

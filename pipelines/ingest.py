@@ -1,0 +1,209 @@
+"""Ingest: plan shards from a corpus scan, then turn each shard into one committed piece of the store.
+
+The functions here are the library; `flows.py` only wraps `ingest_shard` and `given_pairs_shard` in Prefect
+tasks. Shards are coarse (many utterances) because each Prefect task costs milliseconds to seconds.
+
+Reruns: an item is done when its shard is committed (its `utterances` part exists). Shards are blocks of the
+full sorted scan and a shard's id is a hash of its pending members, so after a killed run the unfinished
+shards get the same ids again and replace their own leftovers; a finished ingest plans nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.dataset as ds
+
+from pipelines.audio import AudioConfig, Rejected, load_audio, samples_sha256
+from pipelines.corpora import SourceItem
+from pipelines.splits import SplitConfig, speaker_split
+from stores.config import is_safe_name, parse_name, parse_positive_int
+from stores.store import Store, attrs_json, now_utc
+
+DEFAULT_SHARD_SIZE = 64
+
+
+@dataclass
+class Shard:
+    shard_id: str
+    items: list[SourceItem]
+    # items refused before decoding (duplicate or unsafe ids): (item, reason, detail)
+    prerejected: list[tuple[SourceItem, str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ShardSummary:
+    shard_id: str
+    utterances: int = 0
+    seconds: float = 0.0
+    clipped: int = 0
+    rejects: Counter = field(default_factory=Counter)
+
+    def merge(self, other: ShardSummary) -> None:
+        self.utterances += other.utterances
+        self.seconds += other.seconds
+        self.clipped += other.clipped
+        self.rejects.update(other.rejects)
+
+
+@dataclass
+class IngestPlan:
+    corpus: str
+    reader: str
+    shards: list[Shard]
+    already_done: int
+    scanned: int
+
+    @property
+    def pending(self) -> int:
+        return sum(len(s.items) + len(s.prerejected) for s in self.shards)
+
+
+def _shard_id(stage: str, name: str, members: Iterable[str]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]
+    return f"{stage}-{name}-{digest}"
+
+
+def committed_rows(
+    store: Store, table: str, commit_table: str, key: str, name: str, columns: list[str]
+) -> list[dict]:
+    """Rows of `table` for `name` whose shard is committed (leftovers of killed shards excluded)."""
+    committed = store.committed_shards(commit_table)
+    rows = store.read_table(table, filter=ds.field(key) == name, columns=[*columns, "shard"]).to_pylist()
+    return [r for r in rows if r["shard"] in committed]
+
+
+def _classify(items: list[SourceItem], done_ids: dict[str, str], done_paths: set[str]):
+    """-> (pending items, prerejected, number already done). First file wins an id; later ones are refused."""
+    seen: dict[str, str] = {}
+    pending, prerejected, already = [], [], 0
+    for item in items:
+        if item.source_path in done_paths:
+            already += 1
+            continue
+        if not is_safe_name(item.utterance_id):
+            prerejected.append(
+                (item, "unsafe utterance id", f"{item.utterance_id!r} could escape the store's paths")
+            )
+            continue
+        other = seen.get(item.utterance_id) or done_ids.get(item.utterance_id)
+        if other is not None:
+            prerejected.append((item, "duplicate utterance id", f"{item.utterance_id!r} is already {other}"))
+            continue
+        seen[item.utterance_id] = item.source_path
+        pending.append(item)
+    return pending, prerejected, already
+
+
+def plan_ingest(
+    store: Store,
+    reader: str,
+    items: Iterable[SourceItem],
+    corpus: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> IngestPlan:
+    """Shards of the items not yet committed for `corpus` (default: the reader's name)."""
+    corpus = parse_name(corpus or reader, "corpus name")
+    parse_positive_int(shard_size, "shard_size")
+    items = sorted(items, key=lambda i: (i.source_path, i.utterance_id))
+    done = committed_rows(
+        store, "utterances", "utterances", "corpus", corpus, ["utterance_id", "source_path"]
+    )
+    rejected = committed_rows(store, "rejects", "utterances", "corpus", corpus, ["source_path", "stage"])
+    done_ids = {r["utterance_id"]: r["source_path"] for r in done}
+    done_paths = {r["source_path"] for r in done} | {
+        r["source_path"] for r in rejected if r["stage"] == "ingest"
+    }
+    shards = []
+    for start in range(0, len(items), shard_size):
+        block = items[start : start + shard_size]
+        pending, prerejected, _ = _classify(block, done_ids, done_paths)
+        # ids seen in earlier blocks count as taken too
+        for item in pending:
+            done_ids.setdefault(item.utterance_id, item.source_path)
+        if pending or prerejected:
+            members = [i.source_path for i in pending] + [i.source_path for i, _, _ in prerejected]
+            shards.append(Shard(_shard_id("ingest", corpus, members), pending, prerejected))
+    already = len(items) - sum(len(s.items) + len(s.prerejected) for s in shards)
+    return IngestPlan(corpus, reader, shards, already, len(items))
+
+
+def _reject_row(corpus: str, item: SourceItem, reason: str, detail: str, stage: str, shard: str, now) -> dict:
+    return {
+        "corpus": corpus,
+        "source_path": item.source_path,
+        "reason": reason,
+        "detail": detail,
+        "utterance_id": item.utterance_id,
+        "stage": stage,
+        "shard": shard,
+        "created_at": now,
+    }
+
+
+def ingest_shard(
+    store: Store,
+    corpus: str,
+    reader: str,
+    shard: Shard,
+    audio: AudioConfig,
+    splits: SplitConfig = SplitConfig(),
+) -> ShardSummary:
+    """Decode one shard, write its audio as one array, then commit its rows. Returns counts, not audio."""
+    summary, now = ShardSummary(shard.shard_id), now_utc()
+    array_path = f"audio/{corpus}/{shard.shard_id}"
+    rejects = [_reject_row(corpus, i, r, d, "ingest", shard.shard_id, now) for i, r, d in shard.prerejected]
+    rows, chunks, offset = [], [], 0
+    for item in shard.items:
+        try:
+            loaded = load_audio(item.source_path, audio)
+        except Rejected as rej:
+            rejects.append(_reject_row(corpus, item, rej.reason, rej.detail, "ingest", shard.shard_id, now))
+            continue
+        n = int(loaded.samples.shape[0])
+        rows.append(
+            {
+                "corpus": corpus,
+                "utterance_id": item.utterance_id,
+                "speaker_id": item.speaker_id,
+                "split": item.split or speaker_split(item.speaker_id, splits),
+                "source_path": item.source_path,
+                "sample_rate": audio.sample_rate,
+                "num_samples": n,
+                "duration_s": n / audio.sample_rate,
+                "transcript": item.transcript,
+                "sha256": samples_sha256(loaded.samples),
+                "source_sha256": loaded.source_sha256,
+                "source_sample_rate": loaded.source_sample_rate,
+                "source_channels": loaded.source_channels,
+                "peak": loaded.peak,
+                "clipped_samples": loaded.clipped_samples,
+                "array": array_path,
+                "offset": offset,
+                "shard": shard.shard_id,
+                "created_at": now,
+            }
+        )
+        chunks.append(loaded.samples)
+        offset += n
+        summary.clipped += int(loaded.clipped_samples > 0)
+    if chunks:
+        lineage = {
+            "kind": "audio",
+            "corpus": corpus,
+            "reader": reader,
+            "shard": shard.shard_id,
+            "audio_config": audio.to_dict(),
+            "splits": splits.to_dict(),
+            "utterances": len(rows),
+        }
+        store.write_audio_array(array_path, np.concatenate(chunks), attrs_json(lineage))
+    store.commit({"rejects": rejects, "utterances": rows}, "utterances", shard.shard_id)
+    summary.utterances = len(rows)
+    summary.seconds = offset / audio.sample_rate
+    summary.rejects.update(r["reason"] for r in rejects)
+    return summary
