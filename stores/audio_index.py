@@ -21,13 +21,22 @@ def _one_row(store, table: str, key: str, name: str, utterance_id: str) -> dict 
 def read_audio(store, name: str, utterance_id: str, role: str) -> np.ndarray:
     parse_choice(role, ROLES, "role")
     utt = _one_row(store, "utterances", "corpus", name, utterance_id)
-    if utt is not None:
-        if role != "clean":
-            raise NotFoundError(
-                f"Expected role 'clean' for corpus {name!r} (a corpus has no {role!r}). Got {role!r} instead."
-            )
+    if utt is not None and role == "clean":
         return store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
     pair = _one_row(store, "pairs", "pairset", name, utterance_id)
+    if pair is None and utt is not None:
+        # a corpus's `input` and `noise` are those of its given pair set (VoiceBank-DEMAND's own noisy files)
+        given = store.read_table(
+            "pairs",
+            filter=(ds.field("corpus") == name)
+            & (ds.field("kind") == "given")
+            & (ds.field("utterance_id") == utterance_id),
+        )
+        if not given.num_rows:
+            raise NotFoundError(
+                f"Expected role 'clean' for corpus {name!r}, which has no given pairs. Got {role!r} instead."
+            )
+        pair = given.slice(0, 1).to_pylist()[0]
     if pair is None:
         raise NotFoundError(
             f"Expected an utterance of a corpus or pair set. Got {name!r}/{utterance_id!r} instead (not in the store)."

@@ -1,0 +1,147 @@
+"""Fixtures for tests and benchmarks: synthetic audio, the bad-input set, and the real recordings of
+`../shared/data/real` arranged in each corpus layout. Importable so that tests, benchmarks and users' own
+tests build the same inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REAL_DATA_ENV = "SPECSTORE_REAL_DATA"
+
+
+def real_data_root() -> Path | None:
+    """`../shared/data/real` beside the project root (or $SPECSTORE_REAL_DATA), None when absent."""
+    env = os.environ.get(REAL_DATA_ENV)
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+    return next((p for p in candidates if (p / "voicebank-demand").is_dir()), None)
+
+
+def tone(
+    seconds: float = 1.0,
+    sample_rate: int = 16000,
+    freq: float = 220.0,
+    amplitude: float = 0.3,
+    channels: int = 1,
+    seed: int = 0,
+) -> np.ndarray:
+    """A harmonic tone with a little noise: (frames,) or (frames, channels) float32."""
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    x = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 6))
+    x = amplitude * x / np.max(np.abs(x)) + 0.01 * np.random.default_rng(seed).standard_normal(t.shape)
+    x = x.astype(np.float32)
+    return np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1) if channels > 1 else x
+
+
+def write_audio(
+    path: str | Path, samples: np.ndarray, sample_rate: int = 16000, subtype: str | None = None
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples, sample_rate, subtype=subtype)
+    return path
+
+
+def make_bad_inputs(folder: str | Path) -> dict[str, str]:
+    """One good file and the five bad inputs of the foundation issue; returns {file name: expected reason}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_audio(folder / "good.wav", tone(1.0))
+    (folder / "empty.wav").write_bytes(b"")
+    flac = write_audio(folder / "full.flac", tone(2.0, seed=1)).read_bytes()
+    (folder / "full.flac").unlink()
+    (folder / "truncated.flac").write_bytes(flac[: len(flac) // 2])
+    (folder / "text.wav").write_text("this is a text file, not audio\n")
+    write_audio(folder / "nan.wav", np.full(16000, np.nan, dtype=np.float32), subtype="FLOAT")
+    write_audio(folder / "short.wav", tone(0.05))
+    return {
+        "good.wav": "",
+        "empty.wav": "empty file",
+        "truncated.flac": "truncated file",
+        "text.wav": "not audio",
+        "nan.wav": "non-finite samples",
+        "short.wav": "too short",
+    }
+
+
+def _copy_as(src: Path, dest: Path) -> None:
+    """Copy, converting the container when the extensions differ (e.g. WAV -> FLAC for a FLAC layout)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.suffix.lower() == dest.suffix.lower():
+        shutil.copyfile(src, dest)
+    else:
+        data, rate = sf.read(src, dtype="float32")
+        sf.write(dest, data, rate, subtype="PCM_16")
+
+
+def arrange_librispeech(real: Path, dest: Path) -> Path:
+    """The real LibriSpeech files in the OpenSLR layout: dev-clean (2412) and train-clean-100 (1088)."""
+    root = dest / "LibriSpeech"
+    clean = real / "clean"
+    for n in ("0000", "0001"):
+        _copy_as(
+            clean / f"lhotse__2412-153948-{n}.flac", root / "dev-clean/2412/153948" / f"2412-153948-{n}.flac"
+        )
+    (root / "dev-clean/2412/153948/2412-153948.trans.txt").write_text(
+        "2412-153948-0000 FIRST TRANSCRIPT\n2412-153948-0001 SECOND TRANSCRIPT\n"
+    )
+    _copy_as(
+        clean / "lhotse__libri-1088-134315-0000.wav",
+        root / "train-clean-100/1088/134315/1088-134315-0000.flac",
+    )
+    (root / "train-clean-100/1088/134315/1088-134315.trans.txt").write_text("1088-134315-0000 THIRD ONE\n")
+    return root
+
+
+def arrange_vctk(real: Path, dest: Path, layout: str = "0.92") -> Path:
+    """Two real read-speech speakers as VCTK p225/p226: 0.92 (FLAC, mic1 + mic2) or the older wav48/ WAVs."""
+    root = dest / f"VCTK-{layout}"
+    for spk_src, spk in (("spk1", "p225"), ("spk2", "p226")):
+        for n in range(1, 4):
+            src = real / "clean" / f"speechbrain__{spk_src}_snt{n}.wav"
+            uid = f"{spk}_{n:03d}"
+            if layout == "0.92":
+                for mic in ("mic1", "mic2"):
+                    _copy_as(src, root / "wav48_silence_trimmed" / spk / f"{uid}_{mic}.flac")
+            else:
+                _copy_as(src, root / "wav48" / spk / f"{uid}.wav")
+            txt = root / "txt" / spk / f"{uid}.txt"
+            txt.parent.mkdir(parents=True, exist_ok=True)
+            txt.write_text(f"Sentence {n} of {spk}.\n")
+    return root
+
+
+def arrange_voicebank_train(real: Path, dest: Path, count: int = 3) -> Path:
+    """Some real VoiceBank-DEMAND pairs in the training-set layout (clean/noisy 28spk)."""
+    root = dest / "VoiceBank-DEMAND"
+    src = real / "voicebank-demand"
+    for path in sorted((src / "clean_testset_wav").glob("*.wav"))[:count]:
+        _copy_as(path, root / "clean_trainset_28spk_wav" / path.name)
+        _copy_as(src / "noisy_testset_wav" / path.name, root / "noisy_trainset_28spk_wav" / path.name)
+    return root
+
+
+def ingest_in_process(
+    store, reader: str, source, name: str | None = None, audio=None, splits=None, shard_size: int = 4
+):
+    """The ingest flow's stages run sequentially in this process (no Prefect, no Dask): for tests and
+    notebooks. Returns (ingest summaries, given-pair summaries)."""
+    from pipelines.audio import AudioConfig
+    from pipelines.corpora import scan_corpus
+    from pipelines.ingest import ingest_shard, plan_ingest
+    from pipelines.pairs import given_pairs_shard, plan_given_pairs
+    from pipelines.splits import SplitConfig
+
+    audio, splits = audio or AudioConfig(), splits or SplitConfig()
+    items = scan_corpus(reader, source)
+    plan = plan_ingest(store, reader, items, name, shard_size)
+    done = [ingest_shard(store, plan.corpus, reader, s, audio, splits) for s in plan.shards]
+    pairset, shards = plan_given_pairs(store, plan.corpus, items, shard_size=shard_size)
+    pairs = [given_pairs_shard(store, plan.corpus, pairset, s, audio) for s in shards]
+    return done, pairs
