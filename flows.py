@@ -26,11 +26,11 @@ from prefect.futures import as_completed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pipelines.audio import MONO_POLICIES, AudioConfig  # noqa: E402
-from pipelines.corpora import CORPORA, scan_corpus  # noqa: E402
+from pipelines.corpora import CORPORA, get_reader, parse_source, scan_corpus  # noqa: E402
 from pipelines.ingest import ShardSummary, ingest_shard, plan_ingest  # noqa: E402
 from pipelines.pairs import given_pairs_shard, plan_given_pairs  # noqa: E402
 from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
-from stores.config import parse_positive_int  # noqa: E402
+from stores.config import parse_name, parse_positive_int  # noqa: E402
 from stores.errors import ConfigError, SpecstoreError  # noqa: E402
 from stores.store import open_store  # noqa: E402
 
@@ -186,8 +186,16 @@ def summarize(
 
 
 def run_ingest(args) -> IngestReport:
+    # every argument is checked before the (seconds-long) start of the Prefect server and Dask cluster
     audio = AudioConfig(sample_rate=args.sample_rate, mono=args.mono, min_duration_s=args.min_duration)
     splits = parse_split_fractions(args.splits) if args.splits else SplitConfig()
+    get_reader(args.corpus)
+    parse_name(args.name or args.corpus, "corpus name")
+    if args.corpus != "demo":
+        parse_source(args.source)
+    if args.shard_size is not None:
+        parse_positive_int(args.shard_size, "--shard-size")
+    open_store(args.store, sample_rate=audio.sample_rate)
     runner = dask_runner(args.workers, args.dask_address)
     ensure_prefect_api()
     return ingest_flow.with_options(task_runner=runner)(

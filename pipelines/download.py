@@ -114,7 +114,7 @@ _TRANSIENT = (_Retry, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
 def parse_checksum(value: object) -> tuple[str, str]:
-    """ "md5:<hex>", "sha256:<hex>" or bare hex (32 digits: md5, 64: sha256) -> (algorithm, lowercase hex)."""
+    """Parse md5:<hex>, sha256:<hex> or bare hex (32 digits: md5, 64: sha256) -> (algorithm, lowercase hex)."""
     text = str(value).strip().lower()
     algo, _, digest = text.rpartition(":")
     algo = algo or {32: "md5", 64: "sha256"}.get(len(digest), "")
@@ -210,7 +210,7 @@ def _download_one(url, dest, checksum, extract, progress, chunk_size, retries, t
         return [dest / root for root in json.loads(marker.read_text())["roots"]]
     sidecar = final.with_name(final.name + ".sha256")
     if checksum is None and final.exists() and sidecar.exists():
-        checksum = "sha256:" + sidecar.read_text().split()[0]
+        checksum = "sha256:" + (sidecar.read_text().split() or ["(empty sidecar)"])[0]
     if not _already_complete(final, checksum):
         part = final.with_name(final.name + ".part")
         _fetch(url, part, progress, chunk_size, retries, timeout)
@@ -275,8 +275,9 @@ def _fetch(url: str, part: Path, progress: bool, chunk_size: int, retries: int, 
             error = e
         failures += 1
         if failures > retries:
-            raise DownloadError(f"Download of {url} failed after {failures} attempts: {error!r}.")
-        log.warning("%s: %r; retrying (%d of %d)", url, error, failures, retries)
+            reason = str(error) or type(error).__name__
+            raise DownloadError(f"Download of {url} failed after {failures} attempts: {reason}.")
+        log.warning("%s: %s; retrying (%d of %d)", url, str(error) or type(error).__name__, failures, retries)
         if (part.stat().st_size if part.exists() else 0) <= before:
             # Nothing arrived: the server or network is down, so wait. A transfer that broke off after
             # making progress resumes at once.

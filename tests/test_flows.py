@@ -1,0 +1,89 @@
+"""The `specstore` command line and the ingest flow, end to end (Prefect server, local Dask cluster)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from flows import main
+from pipelines.testing import make_bad_inputs
+from stores import open_store
+
+SPECSTORE = [sys.executable, "-m", "flows"]
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([*SPECSTORE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("verb", ["ingest", "download", "demo"])
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--help"])
+    assert exit_info.value.code == 0 and "usage: specstore" in capsys.readouterr().out
+
+
+def test_ingest_help_lists_every_reader(capsys):
+    with pytest.raises(SystemExit):
+        main(["ingest", "--help"])
+    assert "demo, folder, librispeech, vctk, voicebank-demand" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--corpus", "timit", "--source", "."], "Expected a corpus reader name"),
+        (["--corpus", "folder", "--source", "/nonexistent/folder"], "no such folder"),
+        (["--corpus", "folder", "--source", ".", "--name", "../escape"], "Expected a corpus name"),
+        (["--corpus", "folder", "--source", ".", "--splits", "0.9,0.9,0.1"], "split fractions"),
+        (["--corpus", "folder", "--source", ".", "--min-duration", "-1"], "min_duration_s"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message, capsys):
+    assert main(["ingest", "--store", str(tmp_path / "s"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_console_script_reports_bad_input(tmp_path):
+    result = run_cli("ingest", "--store", tmp_path / "s", "--corpus", "timit", "--source", tmp_path)
+    assert result.returncode == 2 and "Expected a corpus reader name" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_ingests_voicebank_and_a_rerun_adds_nothing(tmp_path, real_data, prefect_api):
+    store = tmp_path / "s"
+    args = [
+        "ingest",
+        "--corpus",
+        "voicebank-demand",
+        "--source",
+        real_data / "voicebank-demand",
+        "--store",
+        store,
+    ]
+    first = run_cli(*args, "--workers", 2)
+    assert first.returncode == 0, first.stderr
+    assert "11 utterances" in first.stdout and "11 pairs" in first.stdout
+    second = run_cli(*args, "--workers", 2, "--quiet")
+    assert second.returncode == 0 and "0 added now, 11 inputs already done" in second.stdout
+    st = open_store(store, create=False)
+    assert st.table("utterances").count_rows() == 11 and st.table("pairs").count_rows() == 11
+
+
+def test_cli_bad_folder_keeps_the_good_file(tmp_path, prefect_api):
+    make_bad_inputs(tmp_path / "bad")
+    result = run_cli(
+        "ingest", "--corpus", "folder", "--source", tmp_path / "bad", "--store", tmp_path / "s", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 utterances" in result.stdout
+    for reason in (
+        "empty file: 1",
+        "non-finite samples: 1",
+        "not audio: 1",
+        "too short: 1",
+        "truncated file: 1",
+    ):
+        assert reason in result.stdout
