@@ -5,7 +5,6 @@ stored signals. Generated noisy and reverberant pairs build on the same shard/co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -14,18 +13,9 @@ import pyarrow.dataset as ds
 from pipelines.audio import AudioConfig, Rejected, load_audio
 from pipelines.corpora import SourceItem
 from pipelines.ingest import Shard, ShardSummary, _reject_row, _shard_id, committed_rows
+from pipelines.synthesis import snr_db
 from stores.config import parse_name
 from stores.store import Store, attrs_json, now_utc
-
-
-def snr_db(clean: np.ndarray, degraded: np.ndarray) -> float:
-    """10·log10(Σs² / Σ(y−s)²) in float64; +inf when the two are identical."""
-    s = clean.astype(np.float64)
-    noise_energy = float(np.sum((degraded.astype(np.float64) - s) ** 2))
-    signal_energy = float(np.sum(s**2))
-    if noise_energy == 0:
-        return math.inf
-    return 10 * math.log10(signal_energy / noise_energy) if signal_energy > 0 else -math.inf
 
 
 def given_pairset_name(corpus: str) -> str:

@@ -6,7 +6,7 @@ import soundfile as sf
 from pipelines.audio import AudioConfig
 from pipelines.corpora import scan_corpus
 from pipelines.ingest import ingest_shard, plan_ingest
-from pipelines.pairs import snr_db
+from pipelines.synthesis import snr_db
 from pipelines.testing import (
     arrange_librispeech,
     arrange_vctk,
