@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 # Prefect and distributed log every task at INFO; the command line shows a progress bar and a summary
 # instead. Users who want the logs set PREFECT_LOGGING_LEVEL themselves.
@@ -27,11 +29,28 @@ from tqdm import tqdm  # noqa: E402
 
 from pipelines.audio import MONO_POLICIES, AudioConfig  # noqa: E402
 from pipelines.corpora import CORPORA, get_reader, parse_source, scan_corpus  # noqa: E402
-from pipelines.ingest import ShardSummary, ingest_shard, plan_ingest  # noqa: E402
+from pipelines.ingest import (  # noqa: E402
+    ShardSummary,
+    committed_rows,  # noqa: E402
+    ingest_shard,
+    plan_ingest,
+)
+from pipelines.mixing import (  # noqa: E402
+    KINDS,
+    SIMULATE,
+    TARGETS,
+    PairConfig,
+    check_pairset_config,
+    load_sources,
+    make_pairs_shard,
+    pairset_rows,
+    plan_pairs,
+    source_audio_config,
+)
 from pipelines.pairs import given_pairs_shard, plan_given_pairs  # noqa: E402
 from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
-from stores.config import parse_name, parse_positive_int  # noqa: E402
-from stores.errors import ConfigError, SpecstoreError  # noqa: E402
+from stores.config import parse_name, parse_positive_int, parse_range  # noqa: E402
+from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
 from stores.store import open_store  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- runners
@@ -121,6 +140,20 @@ class IngestReport:
         return out
 
 
+def ingest_stage(st, reader, source, name, audio, splits, shard_size, progress):
+    """Scan, plan and run the ingest shards of one corpus: -> (items, plan, summary of what was added)."""
+    items = scan_corpus(reader, source)
+    plan = plan_ingest(st, reader, items, name, shard_size or auto_shard_size(len(items)))
+    added = run_shards(
+        ingest_shard_task,
+        plan.shards,
+        (st.root, plan.corpus, reader, audio, splits),
+        f"ingest {plan.corpus}",
+        progress,
+    )
+    return items, plan, added
+
+
 @flow(name="ingest")
 def ingest_flow(
     store: str,
@@ -136,16 +169,8 @@ def ingest_flow(
     started = time.perf_counter()
     audio, splits = audio or AudioConfig(), splits or SplitConfig()
     st = open_store(store, sample_rate=audio.sample_rate)
-    items = scan_corpus(corpus, source)
+    items, plan, added = ingest_stage(st, corpus, source, name, audio, splits, shard_size, progress)
     shard_size = shard_size or auto_shard_size(len(items))
-    plan = plan_ingest(st, corpus, items, name, shard_size)
-    added = run_shards(
-        ingest_shard_task,
-        plan.shards,
-        (st.root, plan.corpus, corpus, audio, splits),
-        f"ingest {plan.corpus}",
-        progress,
-    )
     pairset, pair_shards = None, []
     if any(i.given for i in items):
         pairset, pair_shards = plan_given_pairs(st, plan.corpus, items, shard_size=shard_size)
@@ -210,6 +235,141 @@ def run_ingest(args) -> IngestReport:
     )
 
 
+# ---------------------------------------------------------------------------------------------- pairs
+
+
+@task(name="pairs-shard", retries=2, retry_delay_seconds=2)
+def pairs_shard_task(store_root, pairset, config, sources, shard):
+    return make_pairs_shard(open_store(store_root, create=False), pairset, config, shard, sources)
+
+
+def source_corpus_name(role: str, source: str | None) -> str | None:
+    """The store corpus a --noise/--rir argument becomes: `noise-demo`, `rir-<folder name>`, or simulate."""
+    if source in (None, SIMULATE):
+        return source
+    base = "demo" if source == "demo" else re.sub(r"[^A-Za-z0-9._+-]", "-", Path(source).resolve().name)
+    return parse_name(f"{role}-{base}", f"--{role} corpus name")
+
+
+def prepare_source(st, role: str, source: str | None, demo_source: str, progress: bool) -> str | None:
+    """Ingest a noise or RIR folder (validated and resampled like speech) and return its corpus name."""
+    name = source_corpus_name(role, source)
+    if source in (None, SIMULATE):
+        return name
+    folder = source
+    if source == "demo":
+        from pipelines.demo import generate_demo_corpus
+
+        corpus = generate_demo_corpus(demo_source)
+        folder = str(corpus.noise if role == "noise" else corpus.rir)
+    audio = source_audio_config(role, st.sample_rate)
+    ingest_stage(st, "folder", folder, name, audio, SplitConfig(), None, progress)
+    return name
+
+
+@dataclass
+class PairsReport:
+    pairset: str
+    kind: str
+    added: ShardSummary
+    rows: list[dict]
+    seconds: float
+
+    def lines(self) -> list[str]:
+        out = [
+            f"pair set {self.pairset} ({self.kind}): {len(self.rows)} pairs ({self.added.utterances} added now)"
+        ]
+        deltas = [
+            abs(r["snr_db_achieved"] - r["snr_db_target"])
+            for r in self.rows
+            if r["snr_db_target"] is not None
+        ]
+        if deltas:
+            snrs = [r["snr_db_achieved"] for r in self.rows]
+            out.append(
+                f"SNR achieved {min(snrs):.2f} to {max(snrs):.2f} dB, |achieved - target| <= {max(deltas):.4f} dB"
+            )
+        t60s = [r["t60_s"] for r in self.rows if r["t60_s"] is not None]
+        if t60s:
+            out.append(
+                f"T60 {min(t60s):.2f} to {max(t60s):.2f} s over {len({r['rir_id'] for r in self.rows})} RIR ids"
+            )
+        limited = sum(bool(r["clip_prevented"]) for r in self.rows)
+        out.append(f"level lowered to prevent clipping: {limited} pairs; wall time {self.seconds:.1f} s")
+        return out
+
+
+@flow(name="pairs")
+def pairs_flow(
+    store: str,
+    pairset: str,
+    config: PairConfig,
+    noise_source: str | None = None,
+    rir_source: str | None = None,
+    demo_source: str = "demo-data",
+    shard_size: int | None = None,
+    progress: bool = True,
+) -> PairsReport:
+    """Make a pair set: ingest the noise/RIR sources if needed, then one task per shard of utterances."""
+    started = time.perf_counter()
+    st = open_store(store, create=False)
+    config = replace(
+        config,
+        noise=prepare_source(st, "noise", noise_source, demo_source, progress),
+        rir=prepare_source(st, "rir", rir_source, demo_source, progress),
+    )
+    check_pairset_config(st, pairset, config)
+    sources = load_sources(st, config)
+    n = len(committed_rows(st, "utterances", "utterances", "corpus", config.corpus, ["utterance_id"]))
+    shards = plan_pairs(st, pairset, config, shard_size or auto_shard_size(n))
+    added = run_shards(
+        pairs_shard_task, shards, (st.root, pairset, config, sources), f"pairs {pairset}", progress
+    )
+    return PairsReport(pairset, config.kind, added, pairset_rows(st, pairset), time.perf_counter() - started)
+
+
+def run_pairs(args) -> PairsReport:
+    # the config is checked (with placeholder source names) before the server and cluster start
+    config = PairConfig(
+        corpus=args.corpus,
+        kind=args.kind,
+        noise=source_corpus_name("noise", args.noise),
+        rir=source_corpus_name("rir", args.rir),
+        snr=parse_range(args.snr, "--snr"),
+        t60=parse_range(args.t60, "--t60"),
+        level=parse_range(args.level, "--level"),
+        seed=args.seed,
+        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+        target=args.target,
+    )
+    parse_name(args.name, "pair set name")
+    for role, value in (("noise", args.noise), ("rir", args.rir)):
+        if value not in (None, "demo", SIMULATE) and not Path(value).is_dir():
+            raise NotFoundError(
+                f"Expected --{role} to be a folder, demo{' or simulate' if role == 'rir' else ''}. "
+                f"Got {value!r} instead (no such folder)."
+            )
+    if args.noise == SIMULATE:
+        raise ConfigError("Expected --noise to be a folder or demo. Got 'simulate' instead.")
+    st = open_store(args.store, create=False)
+    if not committed_rows(st, "utterances", "utterances", "corpus", args.corpus, ["utterance_id"]):
+        raise NotFoundError(
+            f"Expected an ingested corpus. Got {args.corpus!r} instead (no utterances in the store)."
+        )
+    runner = dask_runner(args.workers, args.dask_address)
+    ensure_prefect_api()
+    return pairs_flow.with_options(task_runner=runner)(
+        store=args.store,
+        pairset=args.name,
+        config=config,
+        noise_source=args.noise,
+        rir_source=args.rir,
+        demo_source=args.demo_source,
+        shard_size=args.shard_size,
+        progress=not args.quiet,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- command line
 
 
@@ -226,9 +386,19 @@ def _add_dask(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+# argparse takes "-5:20" for an option unless it looks like a negative number: ranges must too (`--snr -5:20`)
+_NEGATIVE_RANGE = re.compile(r"^-\d*\.?\d+(:-?\d*\.?\d+)?$")
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_RANGE
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="specstore", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    parser = _Parser(prog="specstore", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
 
     ingest = sub.add_parser("ingest", help="ingest a corpus into the store (a Prefect flow on Dask)")
     _add_common(ingest)
@@ -250,6 +420,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dask(ingest)
 
+    pairs = sub.add_parser("pairs", help="make noisy / reverberant training pairs from an ingested corpus")
+    _add_common(pairs)
+    pairs.add_argument("--corpus", required=True, help="an ingested corpus")
+    pairs.add_argument("--kind", required=True, choices=KINDS, help="what degrades the input")
+    pairs.add_argument("--name", required=True, help="the new pair set's name")
+    pairs.add_argument("--noise", default=None, help="a folder of noise recordings, or demo")
+    pairs.add_argument("--rir", default=None, help="a folder of measured RIRs, demo, or simulate")
+    pairs.add_argument("--snr", default="-5:20", help="SNR range in dB, LOW:HIGH (default -5:20)")
+    pairs.add_argument("--t60", default="0.2:1.0", help="T60 range of simulated rooms in s (default 0.2:1.0)")
+    pairs.add_argument("--level", default="-35:-15", help="input RMS level range in dBFS (default -35:-15)")
+    pairs.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pairs.add_argument("--splits", default="train,valid,test", help="which splits get pairs")
+    pairs.add_argument(
+        "--target", default="dry", choices=TARGETS, help="reverb target: dry speech or early (50 ms)"
+    )
+    pairs.add_argument(
+        "--demo-source", default="demo-data", help="where the demo corpus is (for --noise/--rir demo)"
+    )
+    pairs.add_argument(
+        "--shard-size", type=int, default=None, help="utterances per task (default: automatic)"
+    )
+    _add_dask(pairs)
+
     from pipelines import download
 
     dl = sub.add_parser(
@@ -267,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_ingest(args) -> int:
     for line in run_ingest(args).lines():
+        print(line)
+    return 0
+
+
+def cmd_pairs(args) -> int:
+    for line in run_pairs(args).lines():
         print(line)
     return 0
 
@@ -291,7 +490,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "download": cmd_download, "demo": cmd_demo}
+COMMANDS = {"ingest": cmd_ingest, "pairs": cmd_pairs, "download": cmd_download, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,7 @@ class IngestPlan:
         return sum(len(s.items) + len(s.prerejected) for s in self.shards)
 
 
-def _shard_id(stage: str, name: str, members: Iterable[str]) -> str:
+def shard_id_for(stage: str, name: str, members: Iterable[str]) -> str:
     digest = hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]
     return f"{stage}-{name}-{digest}"
 
@@ -127,12 +127,12 @@ def plan_ingest(
             done_ids.setdefault(item.utterance_id, item.source_path)
         if pending or prerejected:
             members = [i.source_path for i in pending] + [i.source_path for i, _, _ in prerejected]
-            shards.append(Shard(_shard_id("ingest", corpus, members), pending, prerejected))
+            shards.append(Shard(shard_id_for("ingest", corpus, members), pending, prerejected))
     already = len(items) - sum(len(s.items) + len(s.prerejected) for s in shards)
     return IngestPlan(corpus, reader, shards, already, len(items))
 
 
-def _reject_row(corpus: str, item: SourceItem, reason: str, detail: str, stage: str, shard: str, now) -> dict:
+def reject_row(corpus: str, item: SourceItem, reason: str, detail: str, stage: str, shard: str, now) -> dict:
     return {
         "corpus": corpus,
         "source_path": item.source_path,
@@ -156,13 +156,13 @@ def ingest_shard(
     """Decode one shard, write its audio as one array, then commit its rows. Returns counts, not audio."""
     summary, now = ShardSummary(shard.shard_id), now_utc()
     array_path = f"audio/{corpus}/{shard.shard_id}"
-    rejects = [_reject_row(corpus, i, r, d, "ingest", shard.shard_id, now) for i, r, d in shard.prerejected]
+    rejects = [reject_row(corpus, i, r, d, "ingest", shard.shard_id, now) for i, r, d in shard.prerejected]
     rows, chunks, offset = [], [], 0
     for item in shard.items:
         try:
             loaded = load_audio(item.source_path, audio)
         except Rejected as rej:
-            rejects.append(_reject_row(corpus, item, rej.reason, rej.detail, "ingest", shard.shard_id, now))
+            rejects.append(reject_row(corpus, item, rej.reason, rej.detail, "ingest", shard.shard_id, now))
             continue
         n = int(loaded.samples.shape[0])
         rows.append(

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 
 from pipelines.audio import AudioConfig, Rejected, load_audio
 from pipelines.corpora import SourceItem
-from pipelines.ingest import Shard, ShardSummary, _reject_row, _shard_id, committed_rows
+from pipelines.ingest import Shard, ShardSummary, committed_rows, reject_row, shard_id_for
 from pipelines.synthesis import snr_db
 from stores.config import parse_name
 from stores.store import Store, attrs_json, now_utc
@@ -47,7 +47,7 @@ def plan_given_pairs(
     ]
     todo.sort(key=lambda i: i.utterance_id)
     shards = [
-        Shard(_shard_id("given", pairset, [i.utterance_id for i in block]), block)
+        Shard(shard_id_for("given", pairset, [i.utterance_id for i in block]), block)
         for block in (todo[k : k + shard_size] for k in range(0, len(todo), shard_size))
     ]
     return pairset, shards
@@ -76,7 +76,7 @@ def given_pairs_shard(
                 )
         except Rejected as rej:
             rejects.append(
-                _reject_row(
+                reject_row(
                     corpus,
                     SourceItem(item.utterance_id, item.speaker_id, path),
                     rej.reason,

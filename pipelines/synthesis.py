@@ -12,7 +12,6 @@ import hashlib
 import math
 
 import numpy as np
-import scipy.signal
 
 from stores.errors import ConfigError
 
@@ -87,6 +86,8 @@ def reverberate(
     """(reverberant input, target), both aligned to the dry signal at the RIR's direct path and as long as
     `dry`. `target` is `dry` (the dry speech) or `early` (dry convolved with the first 50 ms after the
     direct path)."""
+    import scipy.signal  # imported here: it costs ~1.5 s, and ingest workers never need it
+
     d = direct_path_index(rir)
     n = dry.shape[0]
     wet = scipy.signal.fftconvolve(dry.astype(np.float64), rir.astype(np.float64))[d : d + n]

@@ -145,3 +145,38 @@ def ingest_in_process(
     pairset, shards = plan_given_pairs(store, plan.corpus, items, shard_size=shard_size)
     pairs = [given_pairs_shard(store, plan.corpus, pairset, s, audio) for s in shards]
     return done, pairs
+
+
+def pairs_in_process(store, pairset: str, config, noise_folder=None, rir_folder=None, shard_size: int = 4):
+    """A pair set made sequentially in this process (no Prefect, no Dask): noise and RIR folders are
+    ingested as the corpora `noise-<pairset>` and `rir-<pairset>` first. Returns the shard summaries."""
+    from dataclasses import replace
+
+    from pipelines.mixing import (
+        check_pairset_config,
+        load_sources,
+        make_pairs_shard,
+        plan_pairs,
+        source_audio_config,
+    )
+
+    if noise_folder is not None:
+        config = replace(config, noise=f"noise-{pairset}")
+        ingest_in_process(
+            store,
+            "folder",
+            noise_folder,
+            name=config.noise,
+            audio=source_audio_config("noise", store.sample_rate),
+        )
+    if rir_folder is not None:
+        config = replace(config, rir=f"rir-{pairset}")
+        ingest_in_process(
+            store, "folder", rir_folder, name=config.rir, audio=source_audio_config("rir", store.sample_rate)
+        )
+    check_pairset_config(store, pairset, config)
+    sources = load_sources(store, config)
+    return [
+        make_pairs_shard(store, pairset, config, s, sources)
+        for s in plan_pairs(store, pairset, config, shard_size)
+    ]

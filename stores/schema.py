@@ -63,6 +63,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("t60_s", pa.float64()),
             ("gain_db", pa.float64()),
             ("seed", pa.int64()),
+            ("level_dbfs", pa.float64()),  # drawn output level (RMS of the input)
+            ("clip_prevented", pa.bool_()),  # the level was lowered so that no peak exceeds 0.99
+            ("target", pa.string()),  # "dry" or "early" (reverberant kinds), "clean" otherwise
+            ("params_json", pa.string()),  # everything else drawn for this pair (room, offsets, ...)
             ("source_path", pa.string()),
             ("num_samples", pa.int64()),
             ("array", pa.string()),  # group holding this shard's input/clean/noise arrays

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import zarr
+from zarr.codecs import BloscCodec
 from zarr.storage import FsspecStore, LocalStore
 
 from stores.config import parse_name, parse_positive_int
@@ -33,6 +34,9 @@ from stores.schema import rows_to_table, table_schema
 FORMAT_VERSION = 1
 DEFAULT_SAMPLE_RATE = 16000
 STAGING = "_staging"
+# Float audio barely compresses (zstd: 1.05x); byte-shuffled LZ4 gets 1.09x and reads 4x faster than zarr's
+# default zstd on the demo audio, which matters for training reads.
+AUDIO_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def _is_local(url: str) -> bool:
@@ -131,6 +135,7 @@ class Store:
             dtype="float32",
             overwrite=True,
             fill_value=0.0,
+            compressors=AUDIO_CODEC,
         )
         array[:] = samples
         array.attrs.update(attrs)

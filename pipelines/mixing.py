@@ -1,0 +1,301 @@
+"""Generated training pairs: noisy, reverberant and reverberant+noisy inputs for a corpus's clean speech.
+
+One pair set is one `PairConfig` (recorded on the pair set's group and in every row). Each utterance's
+random draws come from a generator seeded by the pair set's seed and the utterance id, in a fixed order, so
+a pair is bit-identical whatever the shard or worker that made it. The stored signals are the exact ones the
+SNR was set on: `input = clean + noise` (float32), with `snr_db_achieved` measured from the stored arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.dataset as ds
+
+from pipelines.audio import AudioConfig
+from pipelines.ingest import Shard, ShardSummary, committed_rows, shard_id_for
+from pipelines.splits import SPLITS
+from pipelines.synthesis import (
+    apply_level,
+    energy,
+    measure_t60,
+    noise_segment,
+    reverberate,
+    scale_to_snr,
+    simulate_rir,
+    snr_db,
+    utterance_rng,
+)
+from stores.config import Config, parse_choice, parse_name
+from stores.errors import ConfigError, NotFoundError
+from stores.store import Store, attrs_json, now_utc
+
+KINDS = ("noisy", "reverb", "reverb+noisy")
+TARGETS = ("dry", "early")
+SIMULATE = "simulate"
+
+
+@dataclass(frozen=True)
+class PairConfig(Config):
+    """How a pair set is made. `noise` and `rir` name corpora in the store (ingested noise recordings and
+    measured RIRs); `rir` may be `simulate` (pyroomacoustics rooms sampled to hit the T60 range)."""
+
+    corpus: str
+    kind: str = "noisy"
+    noise: str | None = None
+    rir: str | None = None
+    snr: tuple[float, float] = (-5.0, 20.0)
+    t60: tuple[float, float] = (0.2, 1.0)
+    level: tuple[float, float] = (-35.0, -15.0)  # dBFS, RMS of the input
+    seed: int = 0
+    splits: tuple[str, ...] = SPLITS
+    target: str = "dry"
+
+    def __post_init__(self) -> None:
+        parse_name(self.corpus, "corpus name")
+        parse_choice(self.kind, KINDS, "--kind")
+        parse_choice(self.target, TARGETS, "--target")
+        if "noisy" in self.kind and not self.noise:
+            raise ConfigError(
+                f"Expected --noise (a folder or demo) for kind {self.kind!r}. Got none instead."
+            )
+        if "reverb" in self.kind and not self.rir:
+            raise ConfigError(
+                f"Expected --rir (a folder or simulate) for kind {self.kind!r}. Got none instead."
+            )
+        for name, (low, high) in (("--snr", self.snr), ("--t60", self.t60), ("--level", self.level)):
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ConfigError(f"Expected {name} as LOW:HIGH with LOW <= HIGH. Got {low}:{high} instead.")
+        if self.t60[0] <= 0 or self.t60[1] > 3:
+            raise ConfigError(f"Expected --t60 within (0, 3] s. Got {self.t60[0]}:{self.t60[1]} instead.")
+        if self.level[1] >= 0:
+            raise ConfigError(f"Expected --level below 0 dBFS. Got {self.level[0]}:{self.level[1]} instead.")
+        for split in self.splits:
+            parse_choice(split, SPLITS, "a split")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"Expected --seed to be a non-negative integer. Got {self.seed!r} instead.")
+
+
+def source_audio_config(role: str, sample_rate: int) -> AudioConfig:
+    """How noise recordings and RIRs are ingested: like speech, except that RIRs are short and a
+    multichannel RIR keeps its first channel (an average of channels is no room's response anywhere)."""
+    if role == "rir":
+        return AudioConfig(sample_rate=sample_rate, min_duration_s=0.01, mono="first")
+    return AudioConfig(sample_rate=sample_rate)
+
+
+@dataclass
+class Sources:
+    """The noise recordings and measured RIRs a pair set draws from (utterance rows, sorted by id)."""
+
+    noises: list[dict]
+    rirs: list[dict]
+
+
+def load_sources(store: Store, config: PairConfig) -> Sources:
+    def rows(corpus: str | None) -> list[dict]:
+        if not corpus or corpus == SIMULATE:
+            return []
+        found = committed_rows(
+            store,
+            "utterances",
+            "utterances",
+            "corpus",
+            corpus,
+            ["utterance_id", "array", "offset", "num_samples"],
+        )
+        if not found:
+            raise NotFoundError(
+                f"Expected usable recordings in corpus {corpus!r}. Got none (all rejected or absent)."
+            )
+        return sorted(found, key=lambda r: r["utterance_id"])
+
+    return Sources(
+        rows(config.noise if "noisy" in config.kind else None),
+        rows(config.rir if "reverb" in config.kind else None),
+    )
+
+
+def check_pairset_config(store: Store, pairset: str, config: PairConfig) -> None:
+    """A pair set name stands for one config: a rerun must ask for the same one."""
+    group = f"pairs/{pairset}"
+    if group in store.arrays:
+        recorded = dict(store.arrays[group].attrs).get("config")
+        if recorded is not None and recorded != attrs_json(config.to_dict()):
+            raise ConfigError(
+                f"Expected the recorded config of pair set {pairset!r} (or a new --name). Got a different one "
+                f"instead: recorded {json.dumps(recorded, sort_keys=True)}"
+            )
+    else:
+        store.arrays.create_group(group)
+    store.arrays[group].attrs.update({"config": attrs_json(config.to_dict()), "kind": "pairset"})
+
+
+def plan_pairs(store: Store, pairset: str, config: PairConfig, shard_size: int) -> list[Shard]:
+    """Shards of the corpus's committed utterances (in the asked splits) that have no committed pair."""
+    parse_name(pairset, "pair set name")
+    utts = committed_rows(
+        store,
+        "utterances",
+        "utterances",
+        "corpus",
+        config.corpus,
+        ["utterance_id", "speaker_id", "split", "array", "offset", "num_samples"],
+    )
+    if not utts:
+        raise NotFoundError(f"Expected an ingested corpus. Got {config.corpus!r} instead (no utterances).")
+    done = {
+        r["utterance_id"]
+        for r in committed_rows(store, "pairs", "pairs", "pairset", pairset, ["utterance_id"])
+    }
+    utts = sorted((u for u in utts if u["split"] in config.splits), key=lambda u: u["utterance_id"])
+    shards = []
+    for start in range(0, len(utts), shard_size):
+        pending = [u for u in utts[start : start + shard_size] if u["utterance_id"] not in done]
+        if pending:
+            shards.append(
+                Shard(shard_id_for("pairs", pairset, [u["utterance_id"] for u in pending]), pending)
+            )
+    return shards
+
+
+class _Cache:
+    """Per-shard reads of noise recordings and RIRs (and RIR T60s), each loaded once."""
+
+    def __init__(self, store: Store):
+        self.store, self.audio, self.t60 = store, {}, {}
+
+    def samples(self, row: dict) -> np.ndarray:
+        key = row["utterance_id"]
+        if key not in self.audio:
+            self.audio[key] = self.store.read_samples(row["array"], row["offset"], row["num_samples"])
+        return self.audio[key]
+
+    def rir_t60(self, row: dict, sample_rate: int) -> float:
+        key = row["utterance_id"]
+        if key not in self.t60:
+            self.t60[key] = measure_t60(self.samples(row), sample_rate)
+        return self.t60[key]
+
+
+def make_pair(
+    clean: np.ndarray,
+    utterance_id: str,
+    config: PairConfig,
+    sources: Sources,
+    cache: _Cache,
+    sample_rate: int,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """One pair: -> ({input, clean, noise} float32, row fields). Draw order is fixed: level, snr, noise,
+    noise offset, rir."""
+    rng = utterance_rng(config.seed, utterance_id)
+    level = float(rng.uniform(*config.level))
+    snr = float(rng.uniform(*config.snr)) if "noisy" in config.kind else None
+    fields: dict = {"snr_db_target": snr, "level_dbfs": level, "seed": config.seed}
+    params: dict = {}
+    speech, target = clean.astype(np.float64), clean.astype(np.float64)
+    if "reverb" in config.kind:
+        rir = _draw_rir(rng, config, sources, cache, sample_rate, fields, params)
+        speech, target = reverberate(clean, rir, sample_rate, config.target)
+    additive = np.zeros_like(speech)
+    if snr is not None:
+        row = sources.noises[int(rng.integers(len(sources.noises)))]
+        segment, offset = _audible_segment(
+            cache.samples(row), clean.shape[0], rng, sample_rate, row["utterance_id"]
+        )
+        additive = scale_to_snr(speech, segment, snr)
+        fields.update(noise_id=row["utterance_id"], noise_offset=offset)
+    (inp, tgt, speech_scaled, add_scaled), gain_db, limited = apply_level(
+        speech + additive, target, level, [speech, additive]
+    )
+    clean32, input32 = tgt.astype(np.float32), inp.astype(np.float32)
+    if snr is not None and "reverb" in config.kind:
+        # reverb+noisy: the SNR is taken against the reverberant speech, not the dry target
+        params["snr_db_vs_reverberant"] = 10 * math.log10(energy(speech_scaled) / energy(add_scaled))
+    fields.update(
+        snr_db_achieved=snr_db(clean32, input32),
+        gain_db=gain_db,
+        clip_prevented=limited,
+        target=config.target if "reverb" in config.kind else "clean",
+        kind=config.kind,
+        params_json=json.dumps(params, sort_keys=True),
+    )
+    return {"input": input32, "clean": clean32, "noise": input32 - clean32}, fields
+
+
+SEGMENT_FLOOR_DBFS = -80.0  # a noise segment quieter than this would need an absurd gain: draw another
+
+
+def _audible_segment(noise: np.ndarray, length: int, rng, sample_rate: int, noise_id: str):
+    for _ in range(10):
+        segment, offset = noise_segment(noise, length, rng, sample_rate)
+        rms = math.sqrt(energy(segment) / max(1, length))
+        if rms > 10 ** (SEGMENT_FLOOR_DBFS / 20):
+            return segment, offset
+    raise ConfigError(f"Expected noise {noise_id!r} to have audible segments. Got 10 silent draws instead.")
+
+
+def _draw_rir(
+    rng, config: PairConfig, sources: Sources, cache: _Cache, sample_rate: int, fields: dict, params: dict
+) -> np.ndarray:
+    if config.rir == SIMULATE:
+        rir, room = simulate_rir(rng, float(rng.uniform(*config.t60)), sample_rate)
+        params["room"] = room
+        fields.update(rir_id="simulated", t60_s=measure_t60(rir, sample_rate))
+        return rir
+    row = sources.rirs[int(rng.integers(len(sources.rirs)))]
+    fields.update(rir_id=row["utterance_id"], t60_s=cache.rir_t60(row, sample_rate))
+    return cache.samples(row)
+
+
+def make_pairs_shard(
+    store: Store, pairset: str, config: PairConfig, shard: Shard, sources: Sources
+) -> ShardSummary:
+    """Make and store one shard of pairs, then commit its `pairs` part."""
+    summary, now, sr = ShardSummary(shard.shard_id), now_utc(), store.sample_rate
+    group, cache = f"pairs/{pairset}/{shard.shard_id}", _Cache(store)
+    rows, signals, offset = [], {"input": [], "clean": [], "noise": []}, 0
+    for utt in shard.items:
+        clean = store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
+        pair, fields = make_pair(clean, utt["utterance_id"], config, sources, cache, sr)
+        for role, samples in pair.items():
+            signals[role].append(samples)
+        rows.append(
+            {
+                **fields,
+                "pairset": pairset,
+                "corpus": config.corpus,
+                "utterance_id": utt["utterance_id"],
+                "split": utt["split"],
+                "num_samples": utt["num_samples"],
+                "array": group,
+                "offset": offset,
+                "roles": "input,clean,noise",
+                "shard": shard.shard_id,
+                "created_at": now,
+            }
+        )
+        offset += utt["num_samples"]
+        summary.clipped += int(fields["clip_prevented"])
+    lineage = {
+        "kind": "pairs",
+        "pairset": pairset,
+        "shard": shard.shard_id,
+        "config": config.to_dict(),
+        "noises": [r["utterance_id"] for r in sources.noises],
+        "rirs": [r["utterance_id"] for r in sources.rirs],
+    }
+    for role, parts in signals.items():
+        store.write_audio_array(
+            f"{group}/{role}", np.concatenate(parts), attrs_json({**lineage, "role": role})
+        )
+    store.commit({"pairs": rows}, "pairs", shard.shard_id)
+    summary.utterances, summary.seconds = len(rows), offset / sr
+    return summary
+
+
+def pairset_rows(store: Store, pairset: str) -> list[dict]:
+    return store.read_table("pairs", filter=ds.field("pairset") == pairset).to_pylist()
