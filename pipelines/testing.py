@@ -180,3 +180,12 @@ def pairs_in_process(store, pairset: str, config, noise_folder=None, rir_folder=
         make_pairs_shard(store, pairset, config, s, sources)
         for s in plan_pairs(store, pairset, config, shard_size)
     ]
+
+
+def deconvolution_lag(wet: np.ndarray, dry: np.ndarray, max_lag: int = 2000) -> int:
+    """Peak lag of the impulse response estimated by regularised (Wiener) deconvolution of wet by dry."""
+    n = 1 << int(np.ceil(np.log2(len(dry) + len(wet))))
+    x, y = np.fft.rfft(dry, n), np.fft.rfft(wet, n)
+    h = np.fft.irfft(y * np.conj(x) / (np.abs(x) ** 2 + 1e-3 * np.mean(np.abs(x) ** 2)), n)
+    window = np.concatenate([h[-max_lag:], h[: max_lag + 1]])
+    return int(np.argmax(np.abs(window))) - max_lag

@@ -3,9 +3,11 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from flows import main
+from pipelines.synthesis import snr_db
 from pipelines.testing import make_bad_inputs
 from stores import open_store
 
@@ -87,3 +89,84 @@ def test_cli_bad_folder_keeps_the_good_file(tmp_path, prefect_api):
         "truncated file: 1",
     ):
         assert reason in result.stdout
+
+
+def test_cli_pairs_are_identical_with_one_or_two_workers(tmp_path, real_data, prefect_api):
+    stores = []
+    for workers in (1, 2):
+        store = tmp_path / f"s{workers}"
+        ingest = run_cli(
+            "ingest",
+            "--corpus",
+            "folder",
+            "--source",
+            real_data / "clean",
+            "--store",
+            store,
+            "--name",
+            "real",
+            "--quiet",
+        )
+        assert ingest.returncode == 0, ingest.stderr
+        made = run_cli(
+            "pairs",
+            "--store",
+            store,
+            "--corpus",
+            "real",
+            "--kind",
+            "noisy",
+            "--name",
+            "noisy",
+            "--noise",
+            real_data / "noise",
+            "--snr",
+            "-5:20",
+            "--workers",
+            workers,
+            "--quiet",
+        )
+        assert made.returncode == 0, made.stderr
+        assert "26 pairs" in made.stdout
+        stores.append(open_store(store, create=False))
+    a, b = stores
+    rows = a.read_table("pairs").to_pylist()
+    assert {r["noise_id"] for r in rows} <= {
+        r["utterance_id"] for r in a.read_table("utterances").to_pylist()
+    }
+    for row in rows:
+        clean, noisy = (
+            a.audio("noisy", row["utterance_id"], "clean"),
+            a.audio("noisy", row["utterance_id"], "input"),
+        )
+        np.testing.assert_array_equal(noisy, b.audio("noisy", row["utterance_id"], "input"))
+        assert abs(snr_db(clean, noisy) - row["snr_db_target"]) < 0.05
+
+
+def test_cli_pairs_bad_input(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "pairs",
+                "--store",
+                str(tmp_path / "s"),
+                "--corpus",
+                "c",
+                "--kind",
+                "noisy",
+                "--name",
+                "p",
+                "--noise",
+                "demo",
+                "--snr",
+                "20:-5",
+            ]
+        )
+        == 2
+    )
+    assert "LOW <= HIGH" in capsys.readouterr().err
+    assert (
+        main(["pairs", "--store", str(tmp_path / "s"), "--corpus", "c", "--kind", "reverb", "--name", "p"])
+        == 2
+    )
+    assert "Expected --rir" in capsys.readouterr().err
