@@ -1,0 +1,102 @@
+"""STFT magnitude and complex planes, time-major, equal to librosa.stft.
+
+The STFT is computed the way librosa computes it, in one batched call instead of librosa's 256 KiB blocks:
+the float32 signal is padded as a whole (for the pad modes allowed, that equals librosa's separate head and
+tail padding), framed as a strided view, multiplied by the float64 window and transformed with numpy's
+float64 real FFT, then rounded to complex64. Each frame therefore sees the same arithmetic as in librosa and
+the result is bit-identical to `librosa.stft(wave.astype(np.float32), ...)` (the tests check this); the
+reassigned spectrogram relies on that to reproduce librosa's NaN positions exactly.
+
+Input is always taken as float32 (the store's audio): a float64 wave is rounded first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import librosa
+import numpy as np
+
+from features.config import ComplexConfig, MagnitudeConfig, register_feature
+from stores.errors import ConfigError
+
+# Frames per FFT call: the float64 windowed frames of one call stay at a few MiB, bounding peak memory for
+# long recordings without librosa's many tiny calls.
+BLOCK_VALUES = 1 << 19
+
+
+def check_wave(wave: Any, n_fft: int) -> np.ndarray:
+    """A 1-D finite real waveform of at least n_fft samples, as float32; ConfigError otherwise."""
+    arr = np.asarray(wave)
+    if arr.ndim != 1:
+        raise ConfigError(f"Expected a 1-D waveform (samples,). Got an array of shape {arr.shape} instead.")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ConfigError(f"Expected a real waveform (float or integer samples). Got dtype {arr.dtype} instead.")
+    if arr.shape[0] < n_fft:
+        raise ConfigError(
+            f"Expected a waveform of at least n_fft={n_fft} samples. Got {arr.shape[0]} samples instead."
+        )
+    arr = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise ConfigError(
+            f"Expected a finite waveform. Got {int(arr.size - finite.sum())} NaN or infinite samples instead."
+        )
+    return arr
+
+
+def stft_window(config: Any) -> np.ndarray:
+    """librosa's analysis window: `get_window(window, win_length, fftbins=True)` centred in n_fft (float64)."""
+    window = librosa.filters.get_window(config.window, config.win_length, fftbins=True)
+    return librosa.util.pad_center(window, size=config.n_fft)
+
+
+def n_frames(n_samples: int, config: Any) -> int:
+    padded = n_samples + (2 * (config.n_fft // 2) if config.center else 0)
+    return 1 + (padded - config.n_fft) // config.hop_length
+
+
+def frames(wave: np.ndarray, config: Any) -> np.ndarray:
+    """Read-only strided view (frames, n_fft) of the (padded, if centred) float32 signal."""
+    if config.center:
+        half = config.n_fft // 2
+        wave = np.pad(wave, (half, half), mode=config.pad_mode)
+    view = np.lib.stride_tricks.sliding_window_view(wave, config.n_fft)
+    return view[:: config.hop_length]
+
+
+def stft_batch(wave: np.ndarray, config: Any, windows: np.ndarray) -> np.ndarray:
+    """complex64 (len(windows), frames, bins): the STFT of `wave` under each window (rows of float64 n_fft).
+
+    `wave` must already have passed `check_wave`.
+    """
+    framed = frames(wave, config)
+    count, n_fft = framed.shape
+    out = np.empty((windows.shape[0], count, n_fft // 2 + 1), dtype=np.complex64)
+    step = max(1, BLOCK_VALUES // (n_fft * windows.shape[0]))
+    for start in range(0, count, step):
+        block = framed[start : start + step]
+        out[:, start : start + step] = np.fft.rfft(windows[:, None, :] * block[None], axis=-1)
+    return out
+
+
+def stft(wave: Any, config: Any) -> np.ndarray:
+    """complex64 (frames, bins) = librosa.stft(...).T"""
+    y = check_wave(wave, config.n_fft)
+    return stft_batch(y, config, stft_window(config)[None])[0]
+
+
+def magnitude(wave: Any, config: MagnitudeConfig) -> np.ndarray:
+    """(frames, n_fft // 2 + 1) = |librosa.stft(wave, n_fft, hop_length, win_length, window, center,
+    pad_mode)|.T in config.dtype."""
+    return np.abs(stft(wave, config)).astype(config.dtype, copy=False)
+
+
+def complex_stft(wave: Any, config: ComplexConfig) -> np.ndarray:
+    """(frames, 2, n_fft // 2 + 1): the real and imaginary planes of librosa.stft(...).T in config.dtype."""
+    spec = stft(wave, config)
+    return np.stack([spec.real, spec.imag], axis=1).astype(config.dtype, copy=False)
+
+
+register_feature("magnitude", MagnitudeConfig, magnitude, "|STFT| (frames, bins)")
+register_feature("complex", ComplexConfig, complex_stft, "STFT real and imaginary planes (frames, 2, bins)")
