@@ -477,16 +477,33 @@ def cmd_download(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """The chain on the generated demo corpus: ingest, then noisy pairs with the demo noises."""
     from pipelines.demo import generate_demo_corpus
 
     corpus = generate_demo_corpus(args.source)
     print(f"demo corpus: speech {corpus.speech}, noise {corpus.noise}, room impulse responses {corpus.rir}")
-    args.corpus, args.name, args.sample_rate, args.mono = "demo", "demo", 16000, "mean"
-    args.min_duration, args.splits, args.shard_size = 0.25, None, None
-    report = run_ingest(args)
-    for line in report.lines():
-        print(line)
-    print(f"store: {open_store(args.store, create=False).root} (tables under tables/, arrays in arrays.zarr)")
+    ensure_prefect_api()
+    progress = not args.quiet
+    ingest = ingest_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address))(
+        store=args.store, corpus="demo", source=args.source, progress=progress
+    )
+    print("\n".join(ingest.lines()))
+    config = PairConfig(corpus="demo", kind="noisy", noise="noise-demo", snr=(-5.0, 20.0), seed=0)
+    pairs = pairs_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address))(
+        store=args.store,
+        pairset="demo-noisy",
+        config=config,
+        noise_source="demo",
+        demo_source=args.source,
+        progress=progress,
+    )
+    print("\n".join(pairs.lines()))
+    st = open_store(args.store, create=False)
+    print(
+        f"store: {st.root} (arrays in arrays.zarr, tables under tables/: "
+        f"{', '.join(f'{t} {st.table(t).count_rows()}' for t in ('utterances', 'rejects', 'pairs'))} rows)"
+    )
+    print(f'read it: stores.open_store("{st.root}").audio("demo-noisy", "<utterance_id>", "input")')
     return 0
 
 

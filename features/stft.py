@@ -80,7 +80,7 @@ def stft_batch(wave: np.ndarray, config: Any, windows: np.ndarray) -> np.ndarray
     return out
 
 
-def stft(wave: Any, config: Any) -> np.ndarray:
+def stft_tf(wave: Any, config: Any) -> np.ndarray:
     """complex64 (frames, bins) = librosa.stft(...).T"""
     y = check_wave(wave, config.n_fft)
     return stft_batch(y, config, stft_window(config)[None])[0]
@@ -89,12 +89,12 @@ def stft(wave: Any, config: Any) -> np.ndarray:
 def magnitude(wave: Any, config: MagnitudeConfig) -> np.ndarray:
     """(frames, n_fft // 2 + 1) = |librosa.stft(wave, n_fft, hop_length, win_length, window, center,
     pad_mode)|.T in config.dtype."""
-    return np.abs(stft(wave, config)).astype(config.dtype, copy=False)
+    return np.abs(stft_tf(wave, config)).astype(config.dtype, copy=False)
 
 
 def complex_stft(wave: Any, config: ComplexConfig) -> np.ndarray:
     """(frames, 2, n_fft // 2 + 1): the real and imaginary planes of librosa.stft(...).T in config.dtype."""
-    spec = stft(wave, config)
+    spec = stft_tf(wave, config)
     return np.stack([spec.real, spec.imag], axis=1).astype(config.dtype, copy=False)
 
 

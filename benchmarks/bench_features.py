@@ -1,0 +1,136 @@
+"""Feature throughput: librosa's reference calls beside `features`' batched implementations, on 60 s of real
+speech (the VoiceBank-DEMAND clean test files concatenated, wrapping round to the start if they are short).
+
+    .venv/bin/python benchmarks/bench_features.py [--seconds 60] [--repeats 7] [--data ../shared/data/real]
+
+Each line gives the median wall time of `--repeats` runs (after one warm-up) and librosa's time divided by
+ours; every pair is also checked for equality so that the speed is not bought with a different answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import librosa
+import numpy as np
+import scipy.fft
+import soundfile as sf
+
+import features as F
+from features.stft import frames, stft_window
+
+
+def load_speech(root: Path, seconds: float) -> tuple[np.ndarray, int]:
+    paths = sorted((root / "voicebank-demand" / "clean_testset_wav").glob("*.wav"))
+    if not paths:
+        raise SystemExit(f"no clean_testset_wav files under {root}")
+    parts, rate = [], None
+    for path in paths:
+        data, rate = sf.read(path, dtype="float32")
+        parts.append(data if data.ndim == 1 else data.mean(axis=1))
+    speech = np.concatenate(parts)
+    need = int(seconds * rate)
+    return np.resize(speech, need), rate  # np.resize repeats from the start when short
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def librosa_reassigned(y: np.ndarray, cfg: F.ReassignedConfig) -> np.ndarray:
+    """librosa's call, stacked time-major as float32 the way `features.reassigned` returns it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # divide-by-zero; numpy's "where without out"
+        planes = librosa.reassigned_spectrogram(
+            y=y, sr=cfg.sample_rate, S=None, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+            win_length=cfg.win_length, window=cfg.window, center=cfg.center,
+            reassign_frequencies=cfg.reassign_frequencies, reassign_times=cfg.reassign_times,
+            ref_power=cfg.ref_power, fill_nan=cfg.fill_nan, clip=cfg.clip, pad_mode=cfg.pad_mode,
+        )  # fmt: skip
+    return np.stack([np.asarray(p).T for p in planes], axis=1).astype(np.float32)
+
+
+def librosa_magnitude(y: np.ndarray, cfg: F.MagnitudeConfig) -> np.ndarray:
+    spec = librosa.stft(
+        y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=cfg.window,
+        center=cfg.center, pad_mode=cfg.pad_mode,
+    )  # fmt: skip
+    return np.abs(spec).T
+
+
+def float32_magnitude(y: np.ndarray, cfg: F.MagnitudeConfig) -> np.ndarray:
+    """An alternative not taken: float32 FFT (scipy.fft). Faster, but only equal to librosa within
+    tolerance, not bit for bit."""
+    framed = frames(F.check_wave(y, cfg.n_fft), cfg)
+    window = stft_window(cfg).astype(np.float32)
+    return np.abs(scipy.fft.rfft(framed * window, axis=-1))
+
+
+def report(name: str, ref_s: float, ours_s: float, equal: str) -> None:
+    print(f"{name:<44} librosa {ref_s * 1e3:8.1f} ms   ours {ours_s * 1e3:8.1f} ms   "
+          f"ratio {ref_s / ours_s:5.2f}x   {equal}")  # fmt: skip
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> str:
+    if a.shape != b.shape:
+        return f"SHAPES DIFFER {a.shape} {b.shape}"
+    if np.array_equal(a, b, equal_nan=True):
+        return "bit-identical"
+    finite = np.isfinite(a)
+    scale = float(np.abs(a[finite]).max()) or 1.0
+    same_nan = np.array_equal(np.isnan(a), np.isnan(b))
+    return f"max rel err {float(np.nanmax(np.abs(a - b))) / scale:.1e}, NaN positions equal: {same_nan}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+    args = parser.parse_args()
+
+    y, rate = load_speech(Path(args.data), args.seconds)
+    print(f"signal: {y.shape[0] / rate:.1f} s at {rate} Hz; librosa {librosa.__version__}, numpy {np.__version__}")
+
+    for kw in ({}, {"fill_nan": False}, {"center": True}):
+        cfg = F.ReassignedConfig(**kw)
+        ref, ours = librosa_reassigned(y, cfg), F.reassigned(y, cfg)
+        t_ref = median_time(lambda cfg=cfg: librosa_reassigned(y, cfg), args.repeats)
+        t_ours = median_time(lambda cfg=cfg: F.reassigned(y, cfg), args.repeats)
+        report(f"reassigned {kw or 'inversion preset'} {ours.shape}", t_ref, t_ours, compare(ref, ours))
+
+    for preset in ("magnitude-crn", "magnitude-cnn"):
+        cfg = F.get_preset(preset)
+        ref, ours = librosa_magnitude(y, cfg), F.magnitude(y, cfg)
+        t_ref = median_time(lambda cfg=cfg: librosa_magnitude(y, cfg), args.repeats)
+        t_ours = median_time(lambda cfg=cfg: F.magnitude(y, cfg), args.repeats)
+        report(f"magnitude {preset} {ours.shape}", t_ref, t_ours, compare(ref, ours))
+        t_f32 = median_time(lambda cfg=cfg: float32_magnitude(y, cfg), args.repeats)
+        report(f"  (float32 scipy.fft, not used) {preset}", t_ref, t_f32, compare(ref, float32_magnitude(y, cfg)))
+
+    cfg = F.get_preset("complex-dccrn")
+    ref = librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=cfg.window)
+    t_ref = median_time(
+        lambda: librosa.stft(
+            y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=cfg.window
+        ),
+        args.repeats,
+    )
+    t_ours = median_time(lambda: F.complex_stft(y, cfg), args.repeats)
+    ours = F.complex_stft(y, cfg)
+    report(f"complex complex-dccrn {ours.shape}", t_ref, t_ours, compare(np.stack([ref.real.T, ref.imag.T], 1), ours))
+
+
+if __name__ == "__main__":
+    main()
