@@ -8,13 +8,11 @@ many utterances that returns counts, never arrays. Tasks run through prefect-das
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 # Prefect and distributed log every task at INFO; the command line shows a progress bar and a summary
@@ -27,14 +25,12 @@ from prefect import flow, task  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from features import FEATURES, feature_config  # noqa: E402
+from features.config import FeatureConfig  # noqa: E402
 from pipelines.audio import MONO_POLICIES, AudioConfig  # noqa: E402
 from pipelines.corpora import CORPORA, get_reader, parse_source, scan_corpus  # noqa: E402
-from pipelines.ingest import (  # noqa: E402
-    ShardSummary,
-    committed_rows,  # noqa: E402
-    ingest_shard,
-    plan_ingest,
-)
+from pipelines.featurize import CODECS, feature_shard, finalize_features, parse_codec, plan_features  # noqa: E402
+from pipelines.ingest import ShardSummary, committed_rows, ingest_shard, plan_ingest  # noqa: E402
 from pipelines.mixing import (  # noqa: E402
     KINDS,
     SIMULATE,
@@ -48,59 +44,12 @@ from pipelines.mixing import (  # noqa: E402
     source_audio_config,
 )
 from pipelines.pairs import given_pairs_shard, plan_given_pairs  # noqa: E402
+from pipelines.reports import FeaturesReport, IngestReport, PairsReport, summarize  # noqa: E402
+from pipelines.runner import auto_shard_size, dask_runner, ensure_prefect_api, run_shards  # noqa: E402
 from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
 from stores.config import parse_name, parse_positive_int, parse_range  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
 from stores.store import open_store  # noqa: E402
-
-# ---------------------------------------------------------------------------------------------- runners
-
-
-def ensure_prefect_api() -> None:
-    """Start one temporary Prefect server for this process and point every Dask worker at it.
-
-    Without this each Dask worker process starts its own temporary server when it runs its first task
-    (about 10 s each): measured 38.7 s against 6.3 s for an 8-task flow on 2 workers.
-    """
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
-
-
-def dask_runner(workers: int | None, dask_address: str | None):
-    from prefect_dask import DaskTaskRunner
-
-    if dask_address:
-        return DaskTaskRunner(address=dask_address)
-    n = parse_positive_int(workers or os.cpu_count() or 1, "--workers")
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
-    )
-
-
-def auto_shard_size(scanned: int) -> int:
-    """Coarse enough that task overhead is small, fine enough for ~16 tasks; depends only on the corpus size,
-    so a rerun after a kill plans the same shards whatever the worker count."""
-    return min(128, max(4, math.ceil(scanned / 16)))
-
-
-def run_shards(task_fn, shards, args: tuple, label: str, progress: bool) -> ShardSummary:
-    """Submit one task per shard, show progress in utterances, merge the summaries."""
-    total = ShardSummary("all")
-    futures = [task_fn.submit(*args, shard) for shard in shards]
-    units = sum(len(s.items) + len(s.prerejected) for s in shards)
-    with tqdm(total=units, desc=label, unit="utt", disable=not progress or not shards) as bar:
-        for fut in as_completed(futures):
-            result = fut.result()
-            total.merge(result)
-            bar.update(result.utterances + sum(result.rejects.values()))
-            bar.set_postfix(hours=f"{total.seconds / 3600:.2f}", rejects=sum(total.rejects.values()))
-    return total
-
 
 # ---------------------------------------------------------------------------------------------- ingest
 
@@ -113,31 +62,6 @@ def ingest_shard_task(store_root, corpus, reader, audio, splits, shard):
 @task(name="given-pairs-shard", retries=2, retry_delay_seconds=2)
 def given_pairs_task(store_root, corpus, pairset, audio, shard):
     return given_pairs_shard(open_store(store_root, create=False), corpus, pairset, shard, audio)
-
-
-@dataclass
-class IngestReport:
-    corpus: str
-    added: ShardSummary
-    already_done: int
-    utterances: int = 0
-    hours: float = 0.0
-    rejects: Counter = field(default_factory=Counter)
-    pairset: str | None = None
-    pairs: int = 0
-    seconds: float = 0.0
-
-    def lines(self) -> list[str]:
-        rejects = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.rejects.items())) or "none"
-        out = [
-            f"corpus {self.corpus}: {self.utterances} utterances, {self.hours:.3f} h "
-            f"({self.added.utterances} added now, {self.already_done} inputs already done)",
-            f"rejects by reason: {rejects}",
-        ]
-        if self.pairset:
-            out.append(f"given pair set {self.pairset}: {self.pairs} pairs")
-        out.append(f"wall time {self.seconds:.1f} s")
-        return out
 
 
 def ingest_stage(st, reader, source, name, audio, splits, shard_size, progress):
@@ -183,31 +107,6 @@ def ingest_flow(
         )
         added.rejects.update(added_pairs.rejects)
     return summarize(st, plan.corpus, added, plan.already_done, pairset, time.perf_counter() - started)
-
-
-def summarize(
-    st, corpus: str, added: ShardSummary, already: int, pairset: str | None, seconds: float
-) -> IngestReport:
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    utts = st.read_table("utterances", filter=ds.field("corpus") == corpus, columns=["duration_s"])
-    rejects = st.read_table("rejects", filter=ds.field("corpus") == corpus, columns=["reason"])
-    report = IngestReport(
-        corpus,
-        added,
-        already,
-        utts.num_rows,
-        float(pc.sum(utts["duration_s"]).as_py() or 0) / 3600,
-        Counter(rejects["reason"].to_pylist()),
-        pairset,
-        seconds=seconds,
-    )
-    if pairset:
-        report.pairs = st.read_table(
-            "pairs", filter=ds.field("pairset") == pairset, columns=["utterance_id"]
-        ).num_rows
-    return report
 
 
 def run_ingest(args) -> IngestReport:
@@ -265,38 +164,6 @@ def prepare_source(st, role: str, source: str | None, demo_source: str, progress
     audio = source_audio_config(role, st.sample_rate)
     ingest_stage(st, "folder", folder, name, audio, SplitConfig(), None, progress)
     return name
-
-
-@dataclass
-class PairsReport:
-    pairset: str
-    kind: str
-    added: ShardSummary
-    rows: list[dict]
-    seconds: float
-
-    def lines(self) -> list[str]:
-        out = [
-            f"pair set {self.pairset} ({self.kind}): {len(self.rows)} pairs ({self.added.utterances} added now)"
-        ]
-        deltas = [
-            abs(r["snr_db_achieved"] - r["snr_db_target"])
-            for r in self.rows
-            if r["snr_db_target"] is not None
-        ]
-        if deltas:
-            snrs = [r["snr_db_achieved"] for r in self.rows]
-            out.append(
-                f"SNR achieved {min(snrs):.2f} to {max(snrs):.2f} dB, |achieved - target| <= {max(deltas):.4f} dB"
-            )
-        t60s = [r["t60_s"] for r in self.rows if r["t60_s"] is not None]
-        if t60s:
-            out.append(
-                f"T60 {min(t60s):.2f} to {max(t60s):.2f} s over {len({r['rir_id'] for r in self.rows})} RIR ids"
-            )
-        limited = sum(bool(r["clip_prevented"]) for r in self.rows)
-        out.append(f"level lowered to prevent clipping: {limited} pairs; wall time {self.seconds:.1f} s")
-        return out
 
 
 @flow(name="pairs")
@@ -366,6 +233,100 @@ def run_pairs(args) -> PairsReport:
         rir_source=args.rir,
         demo_source=args.demo_source,
         shard_size=args.shard_size,
+        progress=not args.quiet,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+@task(name="features-shard", retries=2, retry_delay_seconds=2)
+def features_shard_task(store_root, spec, shard):
+    return feature_shard(open_store(store_root, create=False), spec, shard)
+
+
+@task(name="features-finalize", retries=2, retry_delay_seconds=2)
+def features_finalize_task(store_root, spec):
+    return finalize_features(open_store(store_root, create=False), spec)
+
+
+@flow(name="features")
+def features_flow(store: str, pairset: str, config: FeatureConfig, codec: str = "lz4", progress: bool = True):
+    """Compute a feature set of a pair set (input and target of every pair), then its statistics."""
+    started = time.perf_counter()
+    st = open_store(store, create=False)
+    plan = plan_features(st, pairset, config, codec)
+    if plan.complete:
+        return FeaturesReport(
+            plan.spec.feature_id, config.kind, False, plan.pairs, ShardSummary("all"), 0, 0.0
+        )
+    results = [r for r in _run_feature_shards(st, plan, progress)]
+    features_finalize_task.submit(st.root, plan.spec).result()
+    added = ShardSummary(
+        "all", utterances=sum(r.utterances for r in results), seconds=sum(r.seconds for r in results)
+    )
+    group = f"{st.path}/arrays.zarr/features/{plan.spec.feature_id}"
+    return FeaturesReport(
+        plan.spec.feature_id,
+        config.kind,
+        True,
+        plan.pairs,
+        added,
+        int(st.fs.du(group)),
+        time.perf_counter() - started,
+    )
+
+
+def _run_feature_shards(st, plan, progress):
+    futures = [features_shard_task.submit(st.root, plan.spec, shard) for shard in plan.shards]
+    with tqdm(
+        total=sum(len(s.items) for s in plan.shards),
+        desc=f"features {plan.spec.feature_id}",
+        unit="pair",
+        disable=not progress,
+    ) as bar:
+        for fut in as_completed(futures):
+            result = fut.result()
+            bar.update(result.utterances)
+            yield result
+
+
+def feature_config_from_args(args) -> FeatureConfig:
+    overrides = {
+        key: value
+        for key, value in (
+            ("n_fft", args.n_fft),
+            ("hop_length", args.hop),
+            ("win_length", args.win),
+            ("window", args.window),
+            ("center", args.center),
+            ("dtype", args.dtype),
+            ("n", args.n),
+            ("mask", args.mask),
+            ("fill_nan", args.fill_nan),
+            ("clip", args.clip),
+        )
+        if value is not None
+    }
+    return feature_config(args.kind, **overrides)
+
+
+def run_features(args) -> FeaturesReport:
+    config = feature_config_from_args(args)
+    parse_codec(args.codec)
+    st = open_store(args.store, create=False)
+    plan = plan_features(st, args.pairs, replace(config, sample_rate=st.sample_rate), args.codec)
+    if plan.complete:  # found: no server, no cluster
+        return FeaturesReport(
+            plan.spec.feature_id, config.kind, False, plan.pairs, ShardSummary("all"), 0, 0.0
+        )
+    runner = dask_runner(args.workers, args.dask_address)
+    ensure_prefect_api()
+    return features_flow.with_options(task_runner=runner)(
+        store=args.store,
+        pairset=args.pairs,
+        config=plan.spec.config,
+        codec=args.codec,
         progress=not args.quiet,
     )
 
@@ -443,6 +404,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dask(pairs)
 
+    feats = sub.add_parser("features", help="compute a feature set of a pair set (a Prefect flow on Dask)")
+    _add_common(feats)
+    feats.add_argument("--pairs", required=True, help="the pair set")
+    feats.add_argument("--kind", required=True, choices=FEATURES.names(), help="the feature")
+    feats.add_argument("--n-fft", type=int, default=None, help="FFT size (default: the kind's seed setting)")
+    feats.add_argument("--hop", type=int, default=None, help="hop length in samples")
+    feats.add_argument("--win", type=int, default=None, help="window length in samples")
+    feats.add_argument("--window", default=None, help="window name (hann, hamming, ...)")
+    feats.add_argument("--center", default=None, action=argparse.BooleanOptionalAction, help="centre frames")
+    feats.add_argument("--n", type=int, default=None, help="decomposed: number of channels (default 30)")
+    feats.add_argument("--mask", default=None, help="decomposed: oracle-irm or model:<version>")
+    feats.add_argument(
+        "--fill-nan", default=None, action=argparse.BooleanOptionalAction, help="reassigned: fill NaN"
+    )
+    feats.add_argument("--clip", default=None, action=argparse.BooleanOptionalAction, help="reassigned: clip")
+    feats.add_argument("--dtype", default=None, choices=("float32", "float16"), help="stored dtype")
+    feats.add_argument("--codec", default="lz4", choices=sorted(CODECS), help="Zarr codec (default lz4)")
+    _add_dask(feats)
+
     from pipelines import download
 
     dl = sub.add_parser(
@@ -466,6 +446,12 @@ def cmd_ingest(args) -> int:
 
 def cmd_pairs(args) -> int:
     for line in run_pairs(args).lines():
+        print(line)
+    return 0
+
+
+def cmd_features(args) -> int:
+    for line in run_features(args).lines():
         print(line)
     return 0
 
@@ -507,7 +493,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "pairs": cmd_pairs, "download": cmd_download, "demo": cmd_demo}
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "pairs": cmd_pairs,
+    "features": cmd_features,
+    "download": cmd_download,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@ speech (the VoiceBank-DEMAND clean test files concatenated, wrapping round to th
 
     .venv/bin/python benchmarks/bench_features.py [--seconds 60] [--repeats 7] [--data ../shared/data/real]
 
-Each line gives the median wall time of `--repeats` runs (after one warm-up) and librosa's time divided by
+Each line gives the median wall time of `--repeats` alternating runs (after one warm-up) and librosa's time divided by
 ours; every pair is also checked for equality so that the speed is not bought with a different answer.
 """
 
@@ -38,14 +38,16 @@ def load_speech(root: Path, seconds: float) -> tuple[np.ndarray, int]:
     return np.resize(speech, need), rate  # np.resize repeats from the start when short
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
+def median_times(ref: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of each, timed alternately so that load changes hit both alike."""
+    ref(), ours()
+    t_ref, t_ours = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for fn, times in ((ref, t_ref), (ours, t_ours)):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+    return statistics.median(t_ref), statistics.median(t_ours)
 
 
 def librosa_reassigned(y: np.ndarray, cfg: F.ReassignedConfig) -> np.ndarray:
@@ -96,40 +98,57 @@ def compare(a: np.ndarray, b: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+    )
     args = parser.parse_args()
 
     y, rate = load_speech(Path(args.data), args.seconds)
-    print(f"signal: {y.shape[0] / rate:.1f} s at {rate} Hz; librosa {librosa.__version__}, numpy {np.__version__}")
+    print(
+        f"signal: {y.shape[0] / rate:.1f} s at {rate} Hz; librosa {librosa.__version__}, numpy {np.__version__}"
+    )
 
     for kw in ({}, {"fill_nan": False}, {"center": True}):
         cfg = F.ReassignedConfig(**kw)
         ref, ours = librosa_reassigned(y, cfg), F.reassigned(y, cfg)
-        t_ref = median_time(lambda cfg=cfg: librosa_reassigned(y, cfg), args.repeats)
-        t_ours = median_time(lambda cfg=cfg: F.reassigned(y, cfg), args.repeats)
+        t_ref, t_ours = median_times(
+            lambda cfg=cfg: librosa_reassigned(y, cfg), lambda cfg=cfg: F.reassigned(y, cfg), args.repeats
+        )
         report(f"reassigned {kw or 'inversion preset'} {ours.shape}", t_ref, t_ours, compare(ref, ours))
 
     for preset in ("magnitude-crn", "magnitude-cnn"):
         cfg = F.get_preset(preset)
         ref, ours = librosa_magnitude(y, cfg), F.magnitude(y, cfg)
-        t_ref = median_time(lambda cfg=cfg: librosa_magnitude(y, cfg), args.repeats)
-        t_ours = median_time(lambda cfg=cfg: F.magnitude(y, cfg), args.repeats)
+        t_ref, t_ours = median_times(
+            lambda cfg=cfg: librosa_magnitude(y, cfg), lambda cfg=cfg: F.magnitude(y, cfg), args.repeats
+        )
         report(f"magnitude {preset} {ours.shape}", t_ref, t_ours, compare(ref, ours))
-        t_f32 = median_time(lambda cfg=cfg: float32_magnitude(y, cfg), args.repeats)
-        report(f"  (float32 scipy.fft, not used) {preset}", t_ref, t_f32, compare(ref, float32_magnitude(y, cfg)))
+        t_ref, t_f32 = median_times(
+            lambda cfg=cfg: librosa_magnitude(y, cfg), lambda cfg=cfg: float32_magnitude(y, cfg), args.repeats
+        )
+        report(
+            f"  (float32 scipy.fft, not used) {preset}", t_ref, t_f32, compare(ref, float32_magnitude(y, cfg))
+        )
 
     cfg = F.get_preset("complex-dccrn")
-    ref = librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=cfg.window)
-    t_ref = median_time(
+    ref = librosa.stft(
+        y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=cfg.window
+    )
+    t_ref, t_ours = median_times(
         lambda: librosa.stft(
             y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=cfg.window
         ),
+        lambda: F.complex_stft(y, cfg),
         args.repeats,
     )
-    t_ours = median_time(lambda: F.complex_stft(y, cfg), args.repeats)
     ours = F.complex_stft(y, cfg)
-    report(f"complex complex-dccrn {ours.shape}", t_ref, t_ours, compare(np.stack([ref.real.T, ref.imag.T], 1), ours))
+    report(
+        f"complex complex-dccrn {ours.shape}",
+        t_ref,
+        t_ours,
+        compare(np.stack([ref.real.T, ref.imag.T], 1), ours),
+    )
 
 
 if __name__ == "__main__":

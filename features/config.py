@@ -141,7 +141,9 @@ class ReassignedConfig(Config):
         if self.dtype != "float32":
             # float16 has ~8 ms resolution at 10 s and cannot hold times past 65504 s: the time plane
             # would be destroyed, not just rounded.
-            raise ConfigError(f"Expected dtype 'float32' for reassigned features. Got {self.dtype!r} instead.")
+            raise ConfigError(
+                f"Expected dtype 'float32' for reassigned features. Got {self.dtype!r} instead."
+            )
         for name in ("reassign_frequencies", "reassign_times", "fill_nan", "clip"):
             _parse_bool(getattr(self, name), name)
         if not (self.reassign_frequencies or self.reassign_times):
@@ -235,7 +237,9 @@ def feature_config(kind: str, **overrides: Any) -> FeatureConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ConfigError(f"Expected options of {kind!r} ({', '.join(sorted(names))}). Got unknown {unknown} instead.")
+        raise ConfigError(
+            f"Expected options of {kind!r} ({', '.join(sorted(names))}). Got unknown {unknown} instead."
+        )
     return cls(**overrides)
 
 

@@ -28,6 +28,15 @@ def _window_times(n_fft: int) -> np.ndarray:
     return np.arange(-half, half + 1) if n_fft % 2 else np.arange(0.5 - half, half)
 
 
+def _missing(values: np.ndarray, low: np.ndarray | None, fill: np.ndarray | None) -> np.ndarray:
+    """librosa's clean-up in one pass: NaN where the power is below the threshold (`low`), then, with
+    fill_nan, every NaN (those and the 0/0 of silent bins) replaced by the bin frequency or frame time."""
+    missing = np.isnan(values)
+    if low is not None:
+        missing |= low
+    return np.where(missing, np.nan if fill is None else fill, values)
+
+
 def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
     """(frames, 3, n_fft // 2 + 1) float32: planes [reassigned frequency (Hz), reassigned time (s), magnitude],
     equal to the transposed `librosa.reassigned_spectrogram(y=wave, sr=sample_rate, n_fft=..., hop_length=...,
@@ -60,10 +69,7 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             correction = -np.imag(spectra[1] / s_h)  # float32; NaN/inf where S_h == 0
         freqs = bin_freqs[None, :] + correction * (0.5 * sr / np.pi)  # float64, as librosa
-        if ref_p > 0:
-            freqs[low] = np.nan
-        if config.fill_nan:
-            freqs = np.where(np.isnan(freqs), bin_freqs[None, :], freqs)
+        freqs = _missing(freqs, low if ref_p > 0 else None, bin_freqs[None, :] if config.fill_nan else None)
         if config.clip:
             np.clip(freqs, 0, sr / 2.0, out=freqs)
         out[:, 0] = freqs
@@ -73,10 +79,7 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             correction = np.real(spectra[-1] / s_h)
         times = frame_times[:, None] + correction / sr
-        if ref_p > 0:
-            times[low] = np.nan
-        if config.fill_nan:
-            times = np.where(np.isnan(times), frame_times[:, None], times)
+        times = _missing(times, low if ref_p > 0 else None, frame_times[:, None] if config.fill_nan else None)
         if config.clip:
             np.clip(times, 0, y.shape[-1] / float(sr), out=times)
         out[:, 1] = times

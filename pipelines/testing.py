@@ -189,3 +189,15 @@ def deconvolution_lag(wet: np.ndarray, dry: np.ndarray, max_lag: int = 2000) -> 
     h = np.fft.irfft(y * np.conj(x) / (np.abs(x) ** 2 + 1e-3 * np.mean(np.abs(x) ** 2)), n)
     window = np.concatenate([h[-max_lag:], h[: max_lag + 1]])
     return int(np.argmax(np.abs(window))) - max_lag
+
+
+def features_in_process(store, pairset: str, config, codec: str = "lz4"):
+    """A feature set computed sequentially in this process (no Prefect, no Dask): -> feature_id."""
+    from pipelines.featurize import feature_shard, finalize_features, plan_features
+
+    plan = plan_features(store, pairset, config, codec)
+    if not plan.complete:
+        for shard in plan.shards:
+            feature_shard(store, plan.spec, shard)
+        finalize_features(store, plan.spec)
+    return plan.spec.feature_id

@@ -55,3 +55,52 @@ def read_audio(store, name: str, utterance_id: str, role: str) -> np.ndarray:
         return clean
     # Given pairs (a corpus's own noisy files) store no noise: it is exactly input - clean.
     return store.read_samples(f"{pair['array']}/input", pair["offset"], pair["num_samples"]) - clean
+
+
+class PairReader:
+    """Reads the signals of many pairs efficiently: each stored array is read once, whole, and sliced
+    (a pair shard is one contiguous read); given pairs' clean signals come from their corpus."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self._arrays: dict[str, np.ndarray] = {}
+        self._corpus_rows: dict[tuple[str, str], dict] = {}
+
+    def _slice(self, path: str, offset: int, n: int) -> np.ndarray:
+        if path not in self._arrays:
+            self._arrays[path] = np.asarray(self.store.arrays[path][:], dtype=np.float32)
+        return self._arrays[path][offset : offset + n]
+
+    def _load_corpus_rows(self, rows: list[dict]) -> None:
+        wanted = {
+            (r["corpus"], r["utterance_id"]) for r in rows if "clean" not in (r["roles"] or "").split(",")
+        }
+        missing = wanted - set(self._corpus_rows)
+        for corpus in {c for c, _ in missing}:
+            ids = [u for c, u in missing if c == corpus]
+            table = self.store.read_table(
+                "utterances", filter=(ds.field("corpus") == corpus) & ds.field("utterance_id").isin(ids)
+            )
+            for row in table.to_pylist():
+                self._corpus_rows[(corpus, row["utterance_id"])] = row
+
+    def signals(self, rows: list[dict]):
+        """Yield (row, {"input", "clean", "noise"}) for each pair row (float32, equal lengths)."""
+        self._load_corpus_rows(rows)
+        for row in rows:
+            stored = set((row["roles"] or "").split(","))
+            n = row["num_samples"]
+            inp = self._slice(f"{row['array']}/input", row["offset"], n)
+            if "clean" in stored:
+                clean = self._slice(f"{row['array']}/clean", row["offset"], n)
+            else:
+                utt = self._corpus_rows.get((row["corpus"], row["utterance_id"]))
+                if utt is None:
+                    raise NotFoundError(
+                        f"Expected the clean utterance of pair {row['utterance_id']!r}. Got none."
+                    )
+                clean = self.store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
+            noise = (
+                self._slice(f"{row['array']}/noise", row["offset"], n) if "noise" in stored else inp - clean
+            )
+            yield row, {"input": inp, "clean": clean, "noise": noise}

@@ -86,6 +86,22 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("code_version", pa.string()),
         ]
     ),
+    # where each utterance's frames of a feature set live (one part per shard; the set's commit is its
+    # `features` row, written last)
+    "feature_frames": pa.schema(
+        [
+            ("feature_id", pa.string()),
+            ("pairset", pa.string()),
+            ("utterance_id", pa.string()),
+            ("split", pa.string()),
+            ("array", pa.string()),  # group holding the shard's input/target (and levels) arrays
+            ("frame_offset", pa.int64()),
+            ("num_frames", pa.int64()),
+            ("num_samples", pa.int64()),
+            ("shard", pa.string()),
+            ("created_at", TS),
+        ]
+    ),
     "models": pa.schema(
         [
             ("model_version", pa.string()),

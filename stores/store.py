@@ -128,16 +128,22 @@ class Store:
     # ------------------------------------------------------------------ audio
     def write_audio_array(self, path: str, samples: np.ndarray, attrs: dict, chunk: int = 1 << 20) -> None:
         """One shard's utterances, concatenated along time, as a float32 array (replaced if present)."""
+        self.write_array(path, samples.astype(np.float32, copy=False), attrs, (chunk,), AUDIO_CODEC)
+
+    def write_array(self, path: str, data: np.ndarray, attrs: dict, chunks: tuple[int, ...], codec) -> None:
+        """Write one task's whole array (replaced if present); `chunks` gives the leading (time) chunk
+        length, the other axes are whole."""
+        time_chunk = min(chunks[0], max(1, data.shape[0]))
         array = self.arrays.create_array(
             path,
-            shape=samples.shape,
-            chunks=(min(chunk, max(1, samples.shape[0])),),
-            dtype="float32",
+            shape=data.shape,
+            chunks=(time_chunk, *data.shape[1:]),
+            dtype=data.dtype,
             overwrite=True,
-            fill_value=0.0,
-            compressors=AUDIO_CODEC,
+            fill_value=0,
+            compressors=codec,
         )
-        array[:] = samples
+        array[:] = data
         array.attrs.update(attrs)
 
     def read_samples(self, array: str, offset: int, num_samples: int) -> np.ndarray:
@@ -151,9 +157,10 @@ class Store:
         return read_audio(self, name, utterance_id, role)
 
     def features(self, feature_id: str):
-        raise NotFoundError(
-            f"Expected an existing feature set. Got {feature_id!r} instead (none are stored)."
-        )
+        """A committed feature set: `.read(utterance_id, role)` gives time-major arrays."""
+        from stores.featureset import FeatureSet
+
+        return FeatureSet(self, feature_id)
 
 
 def _check_reachable(fs: fsspec.AbstractFileSystem, path: str, root: str) -> None:

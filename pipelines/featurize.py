@@ -1,0 +1,267 @@
+"""Feature sets: the features of every pair's input and target, computed per pair shard, stored chunked
+along time, with per-frequency training statistics; then committed by one `features` row.
+
+`feature_id` = kind + a hash of (feature config, codec, pair set name, fingerprint of the pair set's rows):
+a changed config or changed pairs make a new set beside the old; the same ones find the set and compute
+nothing. One feature shard per pair shard, so each task reads its pairs' arrays once, whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.dataset as ds
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from features import compute_feature, oracle_irm, quantise_mask, stft_tf
+from features.config import ORACLE_IRM, FeatureConfig
+from pipelines.ingest import Shard, committed_rows
+from stores.audio_index import PairReader
+from stores.config import parse_choice
+from stores.errors import ConfigError, NotFoundError
+from stores.store import Store, attrs_json, now_utc
+
+CODECS = {
+    "lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    "zstd": lambda: ZstdCodec(level=3),
+    "blosc-zstd": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+    "none": lambda: None,
+}
+CHUNK_BYTES = 1 << 20  # chunks of about a megabyte or more along time
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specstore")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def parse_codec(name: str) -> str:
+    return parse_choice(name, CODECS, "--codec")
+
+
+def pairs_fingerprint(rows: Iterable[dict]) -> str:
+    """What the feature set was computed from: every committed pair (id, length, the shard that made it)."""
+    lines = sorted(f"{r['utterance_id']}:{r['num_samples']}:{r['shard']}" for r in rows)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def feature_id_for(config: FeatureConfig, codec: str, pairset: str, fingerprint: str) -> str:
+    return f"{config.kind}-{config.config_hash(codec, pairset, fingerprint, length=12)}"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything a shard task needs to know about its feature set."""
+
+    feature_id: str
+    config: FeatureConfig
+    codec: str
+    pairset: str
+    fingerprint: str
+
+    def lineage(self) -> dict:
+        return {
+            "kind": "features",
+            "feature_id": self.feature_id,
+            "pairset": self.pairset,
+            "config": self.config.to_dict(),
+            "codec": self.codec,
+            "pairs_fingerprint": self.fingerprint,
+            "code_version": code_version(),
+        }
+
+
+@dataclass
+class FeaturePlan:
+    spec: FeatureSpec
+    shards: list[Shard]
+    complete: bool  # the set is committed already: nothing to compute
+    pairs: int = 0
+
+
+@dataclass
+class FeatureShardResult:
+    """What a shard returns: counts, never features."""
+
+    shard_id: str
+    utterances: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+
+def plan_features(store: Store, pairset: str, config: FeatureConfig, codec: str = "lz4") -> FeaturePlan:
+    parse_codec(codec)
+    if config.sample_rate != store.sample_rate:
+        raise ConfigError(
+            f"Expected sample_rate {store.sample_rate} (the store's). Got {config.sample_rate} instead."
+        )
+    if config.kind == "decomposed" and config.mask != ORACLE_IRM:
+        raise ConfigError(
+            f"Expected mask {ORACLE_IRM!r} (model masks need a trained model). Got {config.mask!r} instead."
+        )
+    rows = committed_rows(
+        store,
+        "pairs",
+        "pairs",
+        "pairset",
+        pairset,
+        ["utterance_id", "split", "num_samples", "array", "offset", "roles", "corpus"],
+    )
+    if not rows:
+        raise NotFoundError(f"Expected a pair set with committed pairs. Got {pairset!r} instead (none).")
+    fingerprint = pairs_fingerprint(rows)
+    spec = FeatureSpec(
+        feature_id_for(config, codec, pairset, fingerprint), config, codec, pairset, fingerprint
+    )
+    if store.read_table("features", filter=ds.field("feature_id") == spec.feature_id).num_rows:
+        return FeaturePlan(spec, [], True, len(rows))
+    done = store.committed_shards("feature_frames")
+    by_shard: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: (r["shard"], r["offset"])):
+        by_shard.setdefault(row["shard"], []).append(row)
+    shards = [
+        Shard(shard_name(spec, s), items)
+        for s, items in sorted(by_shard.items())
+        if shard_name(spec, s) not in done
+    ]
+    return FeaturePlan(spec, shards, False, len(rows))
+
+
+def shard_name(spec: FeatureSpec, pair_shard: str) -> str:
+    return f"{spec.feature_id}-{pair_shard}"
+
+
+def pair_features(signals: dict[str, np.ndarray], config: FeatureConfig) -> dict[str, np.ndarray]:
+    """The stored arrays of one pair: {input, target} (+ `levels` for decomposed), time-major."""
+    if config.kind != "decomposed":
+        return {
+            "input": compute_feature(signals["input"], config),
+            "target": compute_feature(signals["clean"], config),
+        }
+    # decomposed: store |Y| and the quantised oracle-IRM level; the n channels are expanded on read
+    noisy, clean, noise = (np.abs(stft_tf(signals[r], config)) for r in ("input", "clean", "noise"))
+    levels = quantise_mask(oracle_irm(clean, noise), config.n)
+    dtype = np.dtype(config.dtype)
+    return {"input": noisy.astype(dtype), "levels": levels, "target": clean.astype(dtype)}
+
+
+def _stat_sums(x: np.ndarray) -> np.ndarray:
+    """[count, sum, sum of squares] per (channel, bin) over frames, NaN-aware (reassigned may hold NaN)."""
+    x = x.astype(np.float64)
+    finite = np.isfinite(x)
+    x = np.where(finite, x, 0.0)
+    return np.stack([finite.sum(axis=0), x.sum(axis=0), (x * x).sum(axis=0)])
+
+
+def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShardResult:
+    """Compute, write and commit one shard of a feature set. The shard's partial sums of the training
+    statistics are stored with it (not returned), so a rerun after a kill still sees every shard's."""
+    result, now = FeatureShardResult(shard.shard_id), now_utc()
+    group = f"features/{spec.feature_id}/{shard.shard_id}"
+    stored: dict[str, list[np.ndarray]] = {}
+    sums: dict[str, np.ndarray] = {}
+    rows, frame = [], 0
+    for pair, signals in PairReader(store).signals(shard.items):
+        arrays = pair_features(signals, spec.config)
+        n = arrays["input"].shape[0]
+        for name, values in arrays.items():
+            stored.setdefault(name, []).append(values)
+        if pair["split"] == "train":
+            for role in ("input", "target"):
+                part = _stat_sums(arrays[role])
+                sums[role] = sums[role] + part if role in sums else part
+        rows.append(
+            {
+                "feature_id": spec.feature_id,
+                "pairset": spec.pairset,
+                "utterance_id": pair["utterance_id"],
+                "split": pair["split"],
+                "array": group,
+                "frame_offset": frame,
+                "num_frames": n,
+                "num_samples": pair["num_samples"],
+                "shard": shard.shard_id,
+                "created_at": now,
+            }
+        )
+        frame += n
+        result.seconds += pair["num_samples"] / store.sample_rate
+    lineage = spec.lineage()
+    for name, parts in stored.items():
+        data = np.concatenate(parts)
+        chunk = max(1, -(-CHUNK_BYTES // max(1, data[:1].nbytes)))
+        attrs = attrs_json({**lineage, "role": name, "shard": shard.shard_id, "dtype": str(data.dtype)})
+        store.write_array(f"{group}/{name}", data, attrs, (chunk,), CODECS[spec.codec]())
+    for role, values in sums.items():
+        store.write_array(
+            f"{group}/sums_{role}",
+            values,
+            attrs_json({**lineage, "statistic": "partial sums"}),
+            values.shape[:1],
+            None,
+        )
+    store.commit({"feature_frames": rows}, "feature_frames", shard.shard_id)
+    result.utterances, result.frames = len(rows), frame
+    return result
+
+
+def finalize_features(store: Store, spec: FeatureSpec) -> dict:
+    """Reduce every committed shard's partial sums to per-frequency mean and std, then commit the set
+    (its `features` row, written last)."""
+    shards = {
+        r["shard"]
+        for r in committed_rows(
+            store, "feature_frames", "feature_frames", "feature_id", spec.feature_id, ["utterance_id"]
+        )
+    }
+    stats, group, lineage = {}, f"features/{spec.feature_id}/stats", spec.lineage()
+    for role in ("input", "target"):
+        parts = [
+            np.asarray(store.arrays[p][:])
+            for s in sorted(shards)
+            if (p := f"features/{spec.feature_id}/{s}/sums_{role}") in store.arrays
+        ]
+        if not parts:
+            raise ConfigError(
+                f"Expected training pairs in pair set {spec.pairset!r} for the statistics. Got none."
+            )
+        count, total, squares = np.sum(parts, axis=0)
+        mean = total / np.maximum(count, 1)
+        std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0.0))
+        for name, values in (("mean", mean), ("std", std)):
+            attrs = attrs_json(
+                {**lineage, "statistic": name, "role": role, "split": "train", "frames": int(count.max())}
+            )
+            store.write_array(
+                f"{group}/{role}_{name}", values.astype(np.float32), attrs, values.shape[:1], None
+            )
+        stats[role] = int(count.max())
+    config_json = json.dumps(
+        attrs_json(
+            {"feature": spec.config.to_dict(), "codec": spec.codec, "pairs_fingerprint": spec.fingerprint}
+        ),
+        sort_keys=True,
+    )
+    store.write_part(
+        "features",
+        f"part-{spec.feature_id}",
+        [
+            {
+                "feature_id": spec.feature_id,
+                "kind": spec.config.kind,
+                "pairset": spec.pairset,
+                "config_json": config_json,
+                "created_at": now_utc(),
+                "code_version": code_version(),
+            }
+        ],
+    )
+    return stats

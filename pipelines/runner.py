@@ -1,0 +1,62 @@
+"""How flows run their shards: one shared Prefect server, a Dask task runner, progress and merging.
+
+Prefect tasks cost milliseconds to seconds each, so flows submit one task per coarse shard and show
+progress in utterances as shards complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from prefect.futures import as_completed
+from tqdm import tqdm
+
+from pipelines.ingest import ShardSummary
+from stores.config import parse_positive_int
+
+
+def ensure_prefect_api() -> None:
+    """Start one temporary Prefect server for this process and point every Dask worker at it.
+
+    Without this each Dask worker process starts its own temporary server when it runs its first task
+    (about 10 s each): measured 38.7 s against 6.3 s for an 8-task flow on 2 workers.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+
+
+def dask_runner(workers: int | None, dask_address: str | None):
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    n = parse_positive_int(workers or os.cpu_count() or 1, "--workers")
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    )
+
+
+def auto_shard_size(scanned: int) -> int:
+    """Coarse enough that task overhead is small, fine enough for ~16 tasks; depends only on the corpus size,
+    so a rerun after a kill plans the same shards whatever the worker count."""
+    return min(128, max(4, math.ceil(scanned / 16)))
+
+
+def run_shards(task_fn, shards, args: tuple, label: str, progress: bool) -> ShardSummary:
+    """Submit one task per shard, show progress in utterances, merge the summaries."""
+    total = ShardSummary("all")
+    futures = [task_fn.submit(*args, shard) for shard in shards]
+    units = sum(len(s.items) + len(s.prerejected) for s in shards)
+    with tqdm(total=units, desc=label, unit="utt", disable=not progress or not shards) as bar:
+        for fut in as_completed(futures):
+            result = fut.result()
+            total.merge(result)
+            bar.update(result.utterances + sum(result.rejects.values()))
+            bar.set_postfix(hours=f"{total.seconds / 3600:.2f}", rejects=sum(total.rejects.values()))
+    return total
