@@ -484,6 +484,10 @@ def cmd_demo(args) -> int:
         progress=progress,
     )
     print("\n".join(pairs.lines()))
+    features = features_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address))(
+        store=args.store, pairset="demo-noisy", config=feature_config("magnitude"), progress=progress
+    )
+    print("\n".join(features.lines()))
     st = open_store(args.store, create=False)
     print(
         f"store: {st.root} (arrays in arrays.zarr, tables under tables/: "

@@ -48,8 +48,9 @@ def parse_codec(name: str) -> str:
 
 
 def pairs_fingerprint(rows: Iterable[dict]) -> str:
-    """What the feature set was computed from: every committed pair (id, length, the shard that made it)."""
-    lines = sorted(f"{r['utterance_id']}:{r['num_samples']}:{r['shard']}" for r in rows)
+    """What the feature set was computed from: every committed pair (id, split, length, the shard that made
+    it); the split is in because the training statistics depend on it."""
+    lines = sorted(f"{r['utterance_id']}:{r['split']}:{r['num_samples']}:{r['shard']}" for r in rows)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -230,9 +231,7 @@ def finalize_features(store: Store, spec: FeatureSpec) -> dict:
             if (p := f"features/{spec.feature_id}/{s}/sums_{role}") in store.arrays
         ]
         if not parts:
-            raise ConfigError(
-                f"Expected training pairs in pair set {spec.pairset!r} for the statistics. Got none."
-            )
+            continue  # no training pairs (e.g. a test-only pair set): the set has no statistics
         count, total, squares = np.sum(parts, axis=0)
         mean = total / np.maximum(count, 1)
         std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0.0))
@@ -246,7 +245,12 @@ def finalize_features(store: Store, spec: FeatureSpec) -> dict:
         stats[role] = int(count.max())
     config_json = json.dumps(
         attrs_json(
-            {"feature": spec.config.to_dict(), "codec": spec.codec, "pairs_fingerprint": spec.fingerprint}
+            {
+                "feature": spec.config.to_dict(),
+                "codec": spec.codec,
+                "pairs_fingerprint": spec.fingerprint,
+                "stats_frames": stats,
+            }
         ),
         sort_keys=True,
     )

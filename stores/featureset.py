@@ -77,6 +77,11 @@ class FeatureSet:
                 self.store.arrays[f"{group}/{role}_std"][:]
             )
         except KeyError:
+            if not self.spec.get("stats_frames"):
+                raise NotFoundError(
+                    f"Expected statistics for feature set {self.feature_id!r}. Got none: its pair set has no "
+                    "training pairs."
+                ) from None
             raise IntegrityError(
-                f"Expected statistics for feature set {self.feature_id!r}. Got none."
+                f"Expected statistics for feature set {self.feature_id!r}. Got none stored."
             ) from None

@@ -170,3 +170,68 @@ def test_cli_pairs_bad_input(tmp_path, capsys):
         == 2
     )
     assert "Expected --rir" in capsys.readouterr().err
+
+
+def test_cli_features_then_a_second_run_computes_nothing(tmp_path, real_data, prefect_api):
+    store = tmp_path / "s"
+    assert (
+        run_cli(
+            "ingest",
+            "--corpus",
+            "voicebank-demand",
+            "--source",
+            real_data / "voicebank-demand",
+            "--store",
+            store,
+            "--quiet",
+        ).returncode
+        == 0
+    )
+    args = [
+        "features",
+        "--store",
+        store,
+        "--pairs",
+        "voicebank-demand-given",
+        "--kind",
+        "magnitude",
+        "--n-fft",
+        "1024",
+        "--hop",
+        "512",
+        "--quiet",
+    ]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "11 pairs, 11 computed now" in first.stdout
+    second = run_cli(*args)
+    assert second.returncode == 0 and "nothing computed" in second.stdout
+    st = open_store(store, create=False)
+    (row,) = st.read_table("features").to_pylist()
+    fs = st.features(row["feature_id"])
+    assert fs.read("p232_002", "input").shape[1] == 513
+
+
+def test_cli_features_bad_input(tmp_path, capsys):
+    open_store(tmp_path / "s")
+    assert (
+        main(
+            [
+                "features",
+                "--store",
+                str(tmp_path / "s"),
+                "--pairs",
+                "p",
+                "--kind",
+                "magnitude",
+                "--hop",
+                "1024",
+                "--n-fft",
+                "512",
+            ]
+        )
+        == 2
+    )
+    assert "Expected" in capsys.readouterr().err
+    assert main(["features", "--store", str(tmp_path / "s"), "--pairs", "nope", "--kind", "magnitude"]) == 2
+    assert "pair set" in capsys.readouterr().err
