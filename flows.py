@@ -120,7 +120,7 @@ def run_ingest(args) -> IngestReport:
     if args.shard_size is not None:
         parse_positive_int(args.shard_size, "--shard-size")
     open_store(args.store, sample_rate=audio.sample_rate)
-    runner = dask_runner(args.workers, args.dask_address)
+    runner = dask_runner(args.workers, args.dask_address, args.threads)
     ensure_prefect_api()
     return ingest_flow.with_options(task_runner=runner)(
         store=args.store,
@@ -223,7 +223,7 @@ def run_pairs(args) -> PairsReport:
         raise NotFoundError(
             f"Expected an ingested corpus. Got {args.corpus!r} instead (no utterances in the store)."
         )
-    runner = dask_runner(args.workers, args.dask_address)
+    runner = dask_runner(args.workers, args.dask_address, args.threads)
     ensure_prefect_api()
     return pairs_flow.with_options(task_runner=runner)(
         store=args.store,
@@ -320,7 +320,7 @@ def run_features(args) -> FeaturesReport:
         return FeaturesReport(
             plan.spec.feature_id, config.kind, False, plan.pairs, ShardSummary("all"), 0, 0.0
         )
-    runner = dask_runner(args.workers, args.dask_address)
+    runner = dask_runner(args.workers, args.dask_address, args.threads)
     ensure_prefect_api()
     return features_flow.with_options(task_runner=runner)(
         store=args.store,
@@ -344,6 +344,7 @@ def _add_dask(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="local Dask worker processes (default: cores)"
     )
     parser.add_argument("--dask-address", default=None, help="an existing Dask scheduler, tcp://HOST:PORT")
+    parser.add_argument("--threads", action="store_true", help="local workers as threads of this process")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -470,12 +471,12 @@ def cmd_demo(args) -> int:
     print(f"demo corpus: speech {corpus.speech}, noise {corpus.noise}, room impulse responses {corpus.rir}")
     ensure_prefect_api()
     progress = not args.quiet
-    ingest = ingest_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address))(
+    ingest = ingest_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address, args.threads))(
         store=args.store, corpus="demo", source=args.source, progress=progress
     )
     print("\n".join(ingest.lines()))
     config = PairConfig(corpus="demo", kind="noisy", noise="noise-demo", snr=(-5.0, 20.0), seed=0)
-    pairs = pairs_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address))(
+    pairs = pairs_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address, args.threads))(
         store=args.store,
         pairset="demo-noisy",
         config=config,
@@ -484,7 +485,7 @@ def cmd_demo(args) -> int:
         progress=progress,
     )
     print("\n".join(pairs.lines()))
-    features = features_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address))(
+    features = features_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address, args.threads))(
         store=args.store, pairset="demo-noisy", config=feature_config("magnitude"), progress=progress
     )
     print("\n".join(features.lines()))

@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=32.0, help="approximate audio minutes to generate")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--threads", action="store_true", help="local Dask workers as threads")
     args = parser.parse_args()
 
     import flows
@@ -44,7 +45,9 @@ def main() -> None:
     config = DemoConfig(speakers=speakers, utterances_per_speaker=per_speaker, sample_rate=22050, seed=7)
     started = time.perf_counter()
     corpus = generate_demo_corpus(work / "corpus", config)
-    print(f"generated {speakers} speakers x {per_speaker} utterances in {time.perf_counter() - started:.1f} s")
+    print(
+        f"generated {speakers} speakers x {per_speaker} utterances in {time.perf_counter() - started:.1f} s"
+    )
     paths = sorted(corpus.speech.rglob("*.flac"))
 
     started = time.perf_counter()
@@ -55,17 +58,33 @@ def main() -> None:
     print(f"plain loop (1 process, sf.read + soxr): {plain:.1f} s, {hours / (plain / 60):.2f} audio h/min")
 
     shutil.rmtree(work / "store", ignore_errors=True)
-    ns = argparse.Namespace(store=str(work / "store"), corpus="librispeech", source=str(corpus.speech), name="bench",
-                            sample_rate=16000, mono="mean", min_duration=0.25, splits=None, shard_size=None,
-                            workers=args.workers, dask_address=None, quiet=True)
+    argv = [
+        "ingest",
+        "--store",
+        str(work / "store"),
+        "--corpus",
+        "librispeech",
+        "--source",
+        str(corpus.speech),
+        "--name",
+        "bench",
+        "--workers",
+        str(args.workers),
+        "--quiet",
+    ] + (["--threads"] if args.threads else [])
+    ns = flows.build_parser().parse_args(argv)
     started = time.perf_counter()
     report = flows.run_ingest(ns)
     total = time.perf_counter() - started
     flow = report.seconds
-    print(f"specstore ingest ({args.workers} workers): {total:.1f} s end to end "
-          f"({hours / (total / 60):.2f} audio h/min), {flow:.1f} s inside the flow ({hours / (flow / 60):.2f} audio h/min)")
+    print(
+        f"specstore ingest ({args.workers} workers): {total:.1f} s end to end "
+        f"({hours / (total / 60):.2f} audio h/min), {flow:.1f} s inside the flow ({hours / (flow / 60):.2f} audio h/min)"
+    )
     print(f"ratio plain/specstore: {plain / total:.2f} end to end, {plain / flow:.2f} inside the flow")
-    print(f"stored {report.utterances} utterances, {report.hours:.3f} h, rejects {dict(report.rejects) or 'none'}")
+    print(
+        f"stored {report.utterances} utterances, {report.hours:.3f} h, rejects {dict(report.rejects) or 'none'}"
+    )
 
 
 if __name__ == "__main__":

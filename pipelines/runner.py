@@ -31,15 +31,20 @@ def ensure_prefect_api() -> None:
     os.environ["PREFECT_API_URL"] = server.api_url
 
 
-def dask_runner(workers: int | None, dask_address: str | None):
+def dask_runner(workers: int | None, dask_address: str | None, threads: bool = False):
+    """A Prefect task runner on Dask: an existing scheduler, or a local cluster of `workers` processes (one
+    thread each), or with `threads` one in-process worker of `workers` threads. Threads skip the worker
+    processes' start and imports (seconds each), and the heavy parts (FFT, codecs, decoding) release the GIL."""
     from prefect_dask import DaskTaskRunner
 
     if dask_address:
         return DaskTaskRunner(address=dask_address)
     n = parse_positive_int(workers or os.cpu_count() or 1, "--workers")
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
-    )
+    if threads:
+        kwargs = {"n_workers": 1, "threads_per_worker": n, "processes": False}
+    else:
+        kwargs = {"n_workers": n, "threads_per_worker": 1, "processes": True}
+    return DaskTaskRunner(cluster_kwargs={**kwargs, "dashboard_address": None})
 
 
 def auto_shard_size(scanned: int) -> int:

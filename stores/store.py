@@ -13,6 +13,7 @@ are derived from the task's shard id, so a rerun of the same shard replaces its 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import uuid
@@ -142,9 +143,11 @@ class Store:
             overwrite=True,
             fill_value=0,
             compressors=codec,
+            # given at creation: `attrs.update` afterwards rewrites the metadata once per key (measured
+            # 1.4 s for 44 arrays of 10 keys). The checksum of what was written is what `verify` checks.
+            attributes={**attrs, "sha256": array_sha256(data)},
         )
         array[:] = data
-        array.attrs.update(attrs)
 
     def read_samples(self, array: str, offset: int, num_samples: int) -> np.ndarray:
         return np.asarray(self.arrays[array][offset : offset + num_samples], dtype=np.float32)
@@ -161,6 +164,12 @@ class Store:
         from stores.featureset import FeatureSet
 
         return FeatureSet(self, feature_id)
+
+
+def array_sha256(data: np.ndarray) -> str:
+    """Checksum of an array's values (C order, little-endian), independent of chunking and codec."""
+    data = np.ascontiguousarray(data)
+    return hashlib.sha256(data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
 
 
 def _check_reachable(fs: fsspec.AbstractFileSystem, path: str, root: str) -> None:

@@ -1,0 +1,227 @@
+"""Feature-set throughput per kind: the `features` flow (Prefect on a local 2-worker Dask cluster) beside the
+naive per-file loop of the seed work (`librosa.load` + `librosa.stft` / `reassigned_spectrogram` +
+`numpy.save`) and the in-memory compute floor (our feature functions over preloaded signals, one process),
+all on the same pairs (every input and target signal); plus the flow's peak memory at two corpus sizes and
+the stored bytes per audio hour.
+
+    .venv/bin/python benchmarks/bench_features_flow.py --minutes 60 --small-minutes 10 --large-minutes 120 \
+        --work /tmp/bench-features
+
+Pairs: the demo corpus mixed with the demo noises (`noisy`, SNR -5..20 dB). The naive loop reads 16 kHz WAV
+exports of the same pair signals with `sr=None` (no resampling, the same work as the flow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import soundfile as sf
+
+KINDS = ("magnitude", "complex", "reassigned", "decomposed")
+
+
+class PeakMemory:
+    """Peak resident memory of this process and all its children (the Dask workers), sampled every 50 ms."""
+
+    def __init__(self) -> None:
+        self.peak, self._stop = 0, threading.Event()
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_pairset(work: Path, minutes: float, tag: str) -> tuple[str, float]:
+    """A store with a `noisy` pair set of about `minutes` of demo speech: -> (store root, audio seconds)."""
+    import flows
+    from features import feature_config  # noqa: F401  (imported for its registry side effects)
+    from pipelines.demo import DemoConfig, generate_demo_corpus
+    from pipelines.mixing import PairConfig
+    from pipelines.runner import dask_runner
+
+    per_speaker = 40
+    speakers = max(3, round(minutes * 60 / 4.0 / per_speaker))
+    corpus = generate_demo_corpus(
+        work / f"corpus-{tag}", DemoConfig(speakers=speakers, utterances_per_speaker=per_speaker, seed=11)
+    )
+    root = str(work / f"store-{tag}")
+    if not Path(root).exists():
+        flows.ingest_flow.with_options(task_runner=dask_runner(2, None))(
+            store=root, corpus="librispeech", source=str(corpus.speech), name="demo", progress=False
+        )
+        config = PairConfig(corpus="demo", kind="noisy", noise="x", snr=(-5.0, 20.0), seed=0)
+        flows.pairs_flow.with_options(task_runner=dask_runner(2, None))(
+            store=root, pairset="noisy", config=config, noise_source=str(corpus.noise), progress=False
+        )
+    from stores import open_store
+
+    rows = open_store(root).read_table("pairs").to_pylist()
+    return root, sum(r["num_samples"] for r in rows) / 16000
+
+
+def export_wavs(root: str, out: Path) -> list[tuple[Path, Path, Path]]:
+    """The pair signals as 16 kHz float WAV files (input, clean, noise) for the naive loop."""
+    from stores import open_store
+
+    st = open_store(root)
+    out.mkdir(parents=True, exist_ok=True)
+    triples = []
+    for row in st.read_table("pairs").to_pylist():
+        paths = tuple(out / f"{row['utterance_id']}.{role}.wav" for role in ("input", "clean", "noise"))
+        if not paths[0].exists():
+            for path, role in zip(paths, ("input", "clean", "noise"), strict=True):
+                sf.write(path, st.audio("noisy", row["utterance_id"], role), 16000, subtype="FLOAT")
+        triples.append(paths)
+    return triples
+
+
+def naive_loop(kind: str, triples, out: Path) -> float:
+    """The seed's way: per file, librosa.load + the librosa transform + numpy.save (dense decomposed)."""
+    import librosa
+
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for inp, clean, noise in triples:
+        for path in (inp, clean):
+            y, sr = librosa.load(path, sr=None)
+            if kind == "magnitude":
+                feat = np.abs(librosa.stft(y, n_fft=512, hop_length=256))
+            elif kind == "complex":
+                spec = librosa.stft(y, n_fft=512, hop_length=100, win_length=400)
+                feat = np.stack([spec.real, spec.imag])
+            elif kind == "reassigned":
+                feat = np.stack(
+                    librosa.reassigned_spectrogram(
+                        y=y,
+                        sr=sr,
+                        n_fft=80,
+                        hop_length=20,
+                        win_length=80,
+                        window="hamming",
+                        center=False,
+                        clip=False,
+                    )
+                )
+            elif path == inp:  # decomposed: the input's 30 dense channels from the oracle IRM
+                mag = np.abs(librosa.stft(y, n_fft=512, hop_length=256))
+                s = np.abs(librosa.stft(librosa.load(clean, sr=None)[0], n_fft=512, hop_length=256))
+                n = np.abs(librosa.stft(librosa.load(noise, sr=None)[0], n_fft=512, hop_length=256))
+                mask = np.sqrt(s**2 / np.maximum(s**2 + n**2, 1e-20))
+                feat = np.stack([mag] + [(mask > i / 30) * mag for i in range(1, 30)])
+            else:
+                feat = np.abs(librosa.stft(y, n_fft=512, hop_length=256))
+            np.save(out / f"{path.stem}.npy", feat.astype(np.float32))
+    return time.perf_counter() - started
+
+
+def compute_floor(kind: str, signals) -> float:
+    """Our feature functions over preloaded signals, one process, no I/O."""
+    from features import compute_feature, feature_config
+    from pipelines.featurize import pair_features
+
+    config = feature_config(kind)
+    started = time.perf_counter()
+    for inp, clean, noise in signals:
+        if kind == "decomposed":
+            pair_features({"input": inp, "clean": clean, "noise": noise}, config)
+        else:
+            compute_feature(inp, config)
+            compute_feature(clean, config)
+    return time.perf_counter() - started
+
+
+def run_flow(root: str, kind: str, config_overrides: dict | None = None, codec: str = "lz4"):
+    import flows
+    from features import feature_config
+    from pipelines.runner import dask_runner
+
+    config = feature_config(kind, **(config_overrides or {}))
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        report = flows.features_flow.with_options(task_runner=dask_runner(2, None))(
+            store=root, pairset="noisy", config=config, codec=codec, progress=False
+        )
+        seconds = time.perf_counter() - started
+    return report, seconds, memory.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60)
+    parser.add_argument("--small-minutes", type=float, default=10)
+    parser.add_argument("--large-minutes", type=float, default=120)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--work", default="/tmp/bench-features")
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+
+    from pipelines.runner import ensure_prefect_api
+
+    ensure_prefect_api()
+    results = {}
+    root, seconds = make_pairset(work, args.minutes, "main")
+    print(f"pair set: {seconds / 60:.1f} min of pairs ({2 * seconds / 60:.1f} min of input+target signal)")
+    triples = export_wavs(root, work / "wav")
+    signals = [tuple(sf.read(p, dtype="float32")[0] for p in t) for t in triples]
+    for kind in args.kinds.split(","):
+        report, flow_s, peak = run_flow(root, kind)
+        floor_s = compute_floor(kind, signals)
+        naive_s = naive_loop(kind, triples, work / f"npy-{kind}")
+        naive_bytes = sum(p.stat().st_size for p in (work / f"npy-{kind}").glob("*.npy"))
+        shutil.rmtree(work / f"npy-{kind}")
+        row = {
+            "flow_s": flow_s,
+            "naive_s": naive_s,
+            "floor_s": floor_s,
+            "audio_s": seconds,
+            "flow_audio_s_per_s": seconds / flow_s,
+            "naive_over_flow": naive_s / flow_s,
+            "flow_over_floor": flow_s / floor_s,
+            "stored_bytes_per_hour": report.stored_bytes * 3600 / seconds,
+            "naive_bytes_per_hour": naive_bytes * 3600 / seconds,
+            "peak_rss": peak,
+        }
+        results[kind] = row
+        print(kind, json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+    for label, overrides, codec in (
+        ("magnitude float16 lz4", {"dtype": "float16"}, "lz4"),
+        ("magnitude float32 zstd", {}, "zstd"),
+        ("magnitude float32 none", {}, "none"),
+    ):
+        report, _, _ = run_flow(root, "magnitude", overrides, codec)
+        print(label, f"{report.stored_bytes * 3600 / seconds / 2**30:.3f} GiB per audio hour", flush=True)
+    for tag, minutes in (("small", args.small_minutes), ("large", args.large_minutes)):
+        size_root, size_s = make_pairset(work, minutes, tag)
+        _, flow_s, peak = run_flow(size_root, "magnitude")
+        print(
+            f"memory {tag}: {size_s / 60:.1f} min of pairs, flow {flow_s:.1f} s, peak RSS {peak / 2**20:.0f} MiB",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
