@@ -424,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--codec", default="lz4", choices=sorted(CODECS), help="Zarr codec (default lz4)")
     _add_dask(feats)
 
+    verify = sub.add_parser("verify", help="check every committed piece of the store (exit 1 on any problem)")
+    _add_common(verify)
+    verify.add_argument("--repair", action="store_true", help="remove leftovers, recompute damaged shards")
+    verify.add_argument("--no-checksums", action="store_true", help="skip reading every array (faster)")
+
     from pipelines import download
 
     dl = sub.add_parser(
@@ -457,6 +462,24 @@ def cmd_features(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from pipelines.repair import repair
+    from stores.verify import verify_store
+
+    st = open_store(args.store, create=False)
+    problems = verify_store(st, checksums=not args.no_checksums)
+    for problem in problems:
+        print(problem.line())
+    if problems and args.repair:
+        for action in repair(st, problems):
+            print(f"repair: {action}")
+        problems = verify_store(st, checksums=not args.no_checksums)
+        for problem in problems:
+            print(f"still: {problem.line()}")
+    print(f"verify {st.root}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
 def cmd_download(args) -> int:
     from pipelines import download
 
@@ -485,9 +508,9 @@ def cmd_demo(args) -> int:
         progress=progress,
     )
     print("\n".join(pairs.lines()))
-    features = features_flow.with_options(task_runner=dask_runner(args.workers, args.dask_address, args.threads))(
-        store=args.store, pairset="demo-noisy", config=feature_config("magnitude"), progress=progress
-    )
+    features = features_flow.with_options(
+        task_runner=dask_runner(args.workers, args.dask_address, args.threads)
+    )(store=args.store, pairset="demo-noisy", config=feature_config("magnitude"), progress=progress)
     print("\n".join(features.lines()))
     st = open_store(args.store, create=False)
     print(
@@ -502,6 +525,7 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "pairs": cmd_pairs,
     "features": cmd_features,
+    "verify": cmd_verify,
     "download": cmd_download,
     "demo": cmd_demo,
 }
