@@ -43,12 +43,13 @@ from pipelines.mixing import (  # noqa: E402
     plan_pairs,
     source_audio_config,
 )
-from pipelines.pairs import given_pairs_shard, plan_given_pairs  # noqa: E402
+from pipelines.pairs import given_pairs_shard, given_pairset_name, plan_given_pairs  # noqa: E402
 from pipelines.reports import FeaturesReport, IngestReport, PairsReport, summarize  # noqa: E402
 from pipelines.runner import auto_shard_size, dask_runner, ensure_prefect_api, run_shards  # noqa: E402
 from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
 from stores.config import parse_name, parse_positive_int, parse_range  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
+from stores.locks import run_lock  # noqa: E402
 from stores.store import open_store  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- ingest
@@ -67,14 +68,15 @@ def given_pairs_task(store_root, corpus, pairset, audio, shard):
 def ingest_stage(st, reader, source, name, audio, splits, shard_size, progress):
     """Scan, plan and run the ingest shards of one corpus: -> (items, plan, summary of what was added)."""
     items = scan_corpus(reader, source)
-    plan = plan_ingest(st, reader, items, name, shard_size or auto_shard_size(len(items)))
-    added = run_shards(
-        ingest_shard_task,
-        plan.shards,
-        (st.root, plan.corpus, reader, audio, splits),
-        f"ingest {plan.corpus}",
-        progress,
-    )
+    with run_lock(st, f"ingest-{parse_name(name or reader, 'corpus name')}"):
+        plan = plan_ingest(st, reader, items, name, shard_size or auto_shard_size(len(items)))
+        added = run_shards(
+            ingest_shard_task,
+            plan.shards,
+            (st.root, plan.corpus, reader, audio, splits),
+            f"ingest {plan.corpus}",
+            progress,
+        )
     return items, plan, added
 
 
@@ -97,14 +99,15 @@ def ingest_flow(
     shard_size = shard_size or auto_shard_size(len(items))
     pairset, pair_shards = None, []
     if any(i.given for i in items):
-        pairset, pair_shards = plan_given_pairs(st, plan.corpus, items, shard_size=shard_size)
-        added_pairs = run_shards(
-            given_pairs_task,
-            pair_shards,
-            (st.root, plan.corpus, pairset, audio),
-            f"pairs {pairset}",
-            progress,
-        )
+        with run_lock(st, f"pairs-{given_pairset_name(plan.corpus)}"):
+            pairset, pair_shards = plan_given_pairs(st, plan.corpus, items, shard_size=shard_size)
+            added_pairs = run_shards(
+                given_pairs_task,
+                pair_shards,
+                (st.root, plan.corpus, pairset, audio),
+                f"pairs {pairset}",
+                progress,
+            )
         added.rejects.update(added_pairs.rejects)
     return summarize(st, plan.corpus, added, plan.already_done, pairset, time.perf_counter() - started)
 
@@ -185,13 +188,14 @@ def pairs_flow(
         noise=prepare_source(st, "noise", noise_source, demo_source, progress),
         rir=prepare_source(st, "rir", rir_source, demo_source, progress),
     )
-    check_pairset_config(st, pairset, config)
-    sources = load_sources(st, config)
-    n = len(committed_rows(st, "utterances", "utterances", "corpus", config.corpus, ["utterance_id"]))
-    shards = plan_pairs(st, pairset, config, shard_size or auto_shard_size(n))
-    added = run_shards(
-        pairs_shard_task, shards, (st.root, pairset, config, sources), f"pairs {pairset}", progress
-    )
+    with run_lock(st, f"pairs-{parse_name(pairset, 'pair set name')}"):
+        check_pairset_config(st, pairset, config)
+        sources = load_sources(st, config)
+        n = len(committed_rows(st, "utterances", "utterances", "corpus", config.corpus, ["utterance_id"]))
+        shards = plan_pairs(st, pairset, config, shard_size or auto_shard_size(n))
+        added = run_shards(
+            pairs_shard_task, shards, (st.root, pairset, config, sources), f"pairs {pairset}", progress
+        )
     return PairsReport(pairset, config.kind, added, pairset_rows(st, pairset), time.perf_counter() - started)
 
 
@@ -260,8 +264,11 @@ def features_flow(store: str, pairset: str, config: FeatureConfig, codec: str = 
         return FeaturesReport(
             plan.spec.feature_id, config.kind, False, plan.pairs, ShardSummary("all"), 0, 0.0
         )
-    results = [r for r in _run_feature_shards(st, plan, progress)]
-    features_finalize_task.submit(st.root, plan.spec).result()
+    with run_lock(st, f"features-{plan.spec.feature_id}"):
+        plan = plan_features(st, pairset, config, codec)  # again: another run may have finished it meanwhile
+        results = list(_run_feature_shards(st, plan, progress))
+        if not plan.complete:
+            features_finalize_task.submit(st.root, plan.spec).result()
     added = ShardSummary(
         "all", utterances=sum(r.utterances for r in results), seconds=sum(r.seconds for r in results)
     )
