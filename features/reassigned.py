@@ -43,8 +43,9 @@ PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bi
 # spectra stay within the L2 cache.
 BLOCK_VALUES = 1 << 16
 FFT_ERROR = 2.0  # bound on |float32 rfft error| / (eps32 · max|w| · Σ|x|); measured max 1.2 on speech
-REL_TOL = 1e-5  # fast-path error allowed, relative to sr/2 (frequency) or the last frame time (time)
+REL_TOL = 3e-5  # fast-path error allowed, relative to sr/2 (frequency) or the last frame time (time)
 TINY = 1e-18  # |S_h| below this: |S_h|² may leave float32's normal range; exact path
+CLAMP = np.float32(TINY * TINY / 4)  # |S_h|² clamped here: 1/|S_h|² stays finite, above 1/TINY²
 HUGE_L1 = 1e18  # Σ|x|·max|w| above this: float32 products may overflow; exact path
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -109,7 +110,8 @@ def _exact_planes(
 
 def _frame_l1(y: np.ndarray, config: ReassignedConfig, count: int) -> np.ndarray:
     """float64 (frames,): an upper bound on Σ|x| over each frame: the sum over the hop-sized chunks that
-    cover it (frame f starts at chunk f and spans ceil(n_fft / hop) chunks)."""
+    cover it (frame f starts at chunk f and spans ceil(n_fft / hop) chunks), plus a slack that covers the
+    rounding of the cumulative sum."""
     n_fft, hop = config.n_fft, config.hop_length
     if config.center:
         y = np.pad(y, (n_fft // 2, n_fft // 2), mode=config.pad_mode)
@@ -119,8 +121,8 @@ def _frame_l1(y: np.ndarray, config: ReassignedConfig, count: int) -> np.ndarray
     used = min(y.shape[0], padded.shape[0])
     np.abs(y[:used], out=padded[:used])
     sums = np.zeros(chunks + 1)
-    np.cumsum(padded.reshape(chunks, hop).T.sum(axis=0, dtype=np.float64), out=sums[1:])
-    return sums[span:] - sums[:count]
+    np.cumsum(np.einsum("ij->i", padded.reshape(chunks, hop)), out=sums[1:])
+    return (sums[span:] - sums[:count]) * 1.001 + sums[-1] * 1e-12
 
 
 def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
@@ -131,6 +133,7 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
     and times within float32 rounding (module docstring)."""
     y = check_wave(wave, config.n_fft)
     sr, n_fft = config.sample_rate, config.n_fft
+    freqs_on, times_on = config.reassign_frequencies, config.reassign_times
     window = stft_window(config)
     rows = [window]
     scaled = []  # float32 windows of the fast path: conj(FFT) of them gives the scaled corrections' S
@@ -142,11 +145,11 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
     frame_times = librosa.frames_to_time(
         np.arange(count), sr=sr, hop_length=config.hop_length, n_fft=None if config.center else n_fft
     )  # float64 (frames,)
-    if config.reassign_frequencies:
+    if freqs_on:
         rows.append(librosa.util.cyclic_gradient(window))  # periodic window: cyclic derivative
         scaled.append(rows[-1] * (0.5 * sr / np.pi))
         tolerance.append(REL_TOL * sr / 2.0)
-    if config.reassign_times:
+    if times_on:
         rows.append(window * _window_times(n_fft))
         scaled.append(rows[-1] / sr)
         tolerance.append(REL_TOL * max(float(np.abs(frame_times).max()), n_fft / (2.0 * sr)))
@@ -157,68 +160,73 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
 
     ref_p = config.ref_power
     threshold = ref_p**0.5 if ref_p > 0 else None
-    fill = 0.0 if config.fill_nan else np.nan  # 1/|S_h|² below the threshold: correction 0, or NaN
     bf32 = bin_freqs.astype(np.float32)
     ft32 = frame_times.astype(np.float32)
     # A bin's correction error is at most FFT_ERROR·eps·max|w|·Σ|x| / |S_h| (S_h is exact): bins with
-    # |S_h| < limit (per frame) might exceed the allowance and go to the exact path.
+    # |S_h| < limit (per frame), that is 1/|S_h|² > 1/limit², might exceed the allowance: exact path.
     worst = max(float(np.abs(w).max()) / tol for w, tol in zip(scaled32, tolerance, strict=True))
     l1 = _frame_l1(y, config, count)
-    limits = np.maximum(l1 * (FFT_ERROR * EPS32 * worst), TINY).astype(np.float32)
+    limits = np.maximum(l1 * (FFT_ERROR * EPS32 * worst), TINY)
+    suspect_inv = (1.0 / limits**2).astype(np.float32)
     loud = l1 * max(float(np.abs(scaled32).max()), float(np.abs(window).max())) > HUGE_L1
     exact_rows = [np.flatnonzero(loud)]
+    # rows whose limit is above the threshold (all rows without one) hold the bins that might need it
+    check = np.ones(count, dtype=bool) if threshold is None else limits > threshold
 
     out = np.empty((count, 3, bins), dtype=np.float32)
     step = max(1, BLOCK_VALUES // n_fft)
     buf64 = np.empty((step, n_fft))
+    spec64 = np.empty((step, bins), dtype=np.complex128)
     buf32 = np.empty((len(scaled32), step, n_fft), dtype=np.float32)
     s_h = np.empty((step, bins), dtype=np.complex64)
-    mags = np.empty((step, bins), dtype=np.float32)
+    work = np.empty((3, step, bins), dtype=np.float32)  # planes of one block, copied into `out` at once
     inv = np.empty((step, bins), dtype=np.float32)
-    below = np.empty((step, bins), dtype=bool)
+    flags = np.empty((step, bins), dtype=bool)
+    if not freqs_on:
+        work[0] = bf32
     for start in range(0, count, step):
         stop = min(start + step, count)
         size = stop - start
-        x64, x32, sh, m, r, low = buf64[:size], buf32[:, :size], s_h[:size], mags[:size], inv[:size], below[:size]
+        x64, spec, x32, sh, planes = buf64[:size], spec64[:size], buf32[:, :size], s_h[:size], work[:, :size]
+        r, flag, mags = inv[:size], flags[:size], planes[2]
         np.multiply(framed64[start:stop], window, out=x64)
-        sh[...] = np.fft.rfft(x64, axis=-1)  # complex128 rounded to complex64, as librosa.stft
+        np.fft.rfft(x64, axis=-1, out=spec)
+        np.copyto(sh, spec, casting="same_kind")  # complex128 rounded to complex64, as librosa.stft
         np.multiply(framed[None, start:stop], scaled32[:, None, :], out=x32)
         conj = scipy.fft.ihfft(x32, axis=-1, norm="forward")  # conj(rfft(x32)), complex64 (k, size, bins)
-        np.abs(sh, out=m)
-        out[start:stop, 2] = m
-        np.multiply(m, m, out=r)
-        with np.errstate(divide="ignore", over="ignore"):
-            np.reciprocal(r, out=r)
-        lim = limits[start:stop, None]
-        if threshold is not None:
-            np.less(m, threshold, out=low)
-            np.copyto(r, fill, where=low)
-            if lim.max() > threshold:  # bins above the threshold that the fast path may get wrong
-                suspect = (m < lim) & ~low
-                if suspect.any():
-                    exact_rows.append(start + np.flatnonzero(suspect.any(axis=1)))
-        else:
-            suspect = m < lim
-            if suspect.any():
-                exact_rows.append(start + np.flatnonzero(suspect.any(axis=1)))
-        # S_h/|S_h|², then conj(S_w)·S_h/|S_h|²: its imaginary part is -Im(S_dh/S_h)·sr/(2π), its real part
-        # Re(S_th/S_h)/sr
-        with np.errstate(invalid="ignore", over="ignore"):
+        np.abs(sh, out=mags)
+        np.multiply(mags, mags, out=r)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            if threshold is None:
+                np.reciprocal(r, out=r)
+            elif config.fill_nan:  # 1/|S_h|² = 0 below the threshold: the correction vanishes
+                np.maximum(r, CLAMP, out=r)
+                np.greater_equal(mags, threshold, out=flag)
+                np.divide(flag, r, out=r)
+            else:  # 1/|S_h|² = NaN below the threshold: so is the plane
+                np.reciprocal(r, out=r)
+                np.less(mags, threshold, out=flag)
+                np.copyto(r, np.float32(np.nan), where=flag)
+            if check[start:stop].any():
+                np.greater(r, suspect_inv[start:stop, None], out=flag)
+                if flag.any():
+                    exact_rows.append(start + np.flatnonzero(flag.any(axis=1)))
+            # S_h/|S_h|², then conj(S_w)·S_h/|S_h|²: its imaginary part is -Im(S_dh/S_h)·sr/(2π) for the
+            # scaled dh, its real part Re(S_th/S_h)/sr for the scaled th
             np.multiply(sh, r, out=sh)
             np.multiply(conj, sh[None], out=conj)
-        plane = 0
-        if config.reassign_frequencies:
-            np.add(conj[plane].imag, bf32, out=out[start:stop, 0])
-            plane += 1
-        if config.reassign_times:
-            np.add(conj[plane].real, ft32[start:stop, None], out=out[start:stop, 1])
-    if not config.reassign_frequencies:
-        out[:, 0] = bf32
-    if not config.reassign_times:
-        out[:, 1] = ft32[:, None]
-    if config.clip:
-        np.clip(out[:, 0], 0, sr / 2.0, out=out[:, 0])
-        np.clip(out[:, 1], 0, y.shape[-1] / float(sr), out=out[:, 1])
+        if freqs_on:
+            np.add(conj[0].imag, bf32, out=planes[0])
+        if times_on:
+            np.add(conj[-1].real, ft32[start:stop, None], out=planes[1])
+        else:
+            planes[1] = ft32[start:stop, None]
+        if config.clip:
+            if freqs_on:
+                np.clip(planes[0], 0, sr / 2.0, out=planes[0])
+            if times_on:
+                np.clip(planes[1], 0, y.shape[-1] / float(sr), out=planes[1])
+        np.copyto(out[start:stop], planes.transpose(1, 0, 2))
 
     redo = np.unique(np.concatenate(exact_rows))
     if redo.size:

@@ -43,5 +43,9 @@ def test_lock_is_released_on_error(tmp_path):
 
 def test_memory_store_locks(tmp_path):
     store = open_store(f"memory://locks-{os.getpid()}")
-    with run_lock(store, "ingest-c"), pytest.raises(ConfigError, match="no other run"), run_lock(store, "ingest-c"):
+    with (
+        run_lock(store, "ingest-c"),
+        pytest.raises(ConfigError, match="no other run"),
+        run_lock(store, "ingest-c"),
+    ):
         pass
