@@ -50,7 +50,7 @@ from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
 from stores.config import parse_name, parse_positive_int, parse_range  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
 from stores.locks import run_lock  # noqa: E402
-from stores.store import open_store  # noqa: E402
+from stores.store import open_store, redact  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- ingest
 
@@ -483,7 +483,7 @@ def cmd_verify(args) -> int:
         problems = verify_store(st, checksums=not args.no_checksums)
         for problem in problems:
             print(f"still: {problem.line()}")
-    print(f"verify {st.root}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    print(f"verify {redact(st.root)}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
 
 

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import uuid
 from functools import cached_property
 
@@ -174,12 +175,17 @@ def array_sha256(data: np.ndarray) -> str:
     return hashlib.sha256(data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
 
 
+def redact(url: str) -> str:
+    """A URL without its credentials (user:secret@host), for messages and logs."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
+
+
 def _check_reachable(fs: fsspec.AbstractFileSystem, path: str, root: str) -> None:
     try:
         fs.exists(path)
     except Exception as exc:  # any transport error: one clear line for the user
         raise ConfigError(
-            f"Expected a reachable store URL. Got {root!r} instead ({type(exc).__name__}: {exc})."
+            f"Expected a reachable store URL. Got {redact(root)!r} instead ({type(exc).__name__}: {redact(str(exc))})."
         ) from exc
 
 
@@ -192,14 +198,21 @@ def open_store(root: str | os.PathLike, create: bool = True, sample_rate: int | 
     root = os.fspath(root)
     if not root:
         raise ConfigError("Expected a store root (a folder or URL). Got '' instead.")
-    fs, path = fsspec.core.url_to_fs(root)
+    try:
+        fs, path = fsspec.core.url_to_fs(root)
+    except (ImportError, ValueError) as exc:  # unknown protocol, or its filesystem package is not installed
+        raise ConfigError(
+            f"Expected a store URL specstore can open. Got {redact(root)!r} instead ({exc})."
+        ) from None
     if _is_local(root):
         root = path = os.path.abspath(path)
     _check_reachable(fs, path, root)
     meta_path = f"{path.rstrip('/')}/arrays.zarr/zarr.json"
     if not fs.exists(meta_path):
         if not create:
-            raise NotFoundError(f"Expected an existing store. Got {root!r} instead (no arrays.zarr there).")
+            raise NotFoundError(
+                f"Expected an existing store. Got {redact(root)!r} instead (no arrays.zarr there)."
+            )
         fs.makedirs(f"{path.rstrip('/')}/tables", exist_ok=True)
         store = Store(root, fs, path)
         store.arrays.attrs.update(
