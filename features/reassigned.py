@@ -44,8 +44,8 @@ PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bi
 BLOCK_VALUES = 1 << 16
 FFT_ERROR = 2.0  # bound on |float32 rfft error| / (eps32 · max|w| · Σ|x|); measured max 1.2 on speech
 REL_TOL = 3e-5  # fast-path error allowed, relative to sr/2 (frequency) or the last frame time (time)
-TINY = 1e-18  # |S_h| below this: |S_h|² may leave float32's normal range; exact path
-CLAMP = np.float32(TINY * TINY / 4)  # |S_h|² clamped here: 1/|S_h|² stays finite, above 1/TINY²
+TINY = 1e-15  # |S_h| below this (and above the threshold): float32 range or CLAMP matter; exact path
+CLAMP = np.float32(2.0**-126)  # added to |S_h|² (fill_nan): 1/|S_h|² finite where S_h == 0; exact above
 HUGE_L1 = 1e18  # Σ|x|·max|w| above this: float32 products may overflow; exact path
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -108,21 +108,22 @@ def _exact_planes(
     return out
 
 
-def _frame_l1(y: np.ndarray, config: ReassignedConfig, count: int) -> np.ndarray:
-    """float64 (frames,): an upper bound on Σ|x| over each frame: the sum over the hop-sized chunks that
-    cover it (frame f starts at chunk f and spans ceil(n_fft / hop) chunks), plus a slack that covers the
-    rounding of the cumulative sum."""
-    n_fft, hop = config.n_fft, config.hop_length
-    if config.center:
-        y = np.pad(y, (n_fft // 2, n_fft // 2), mode=config.pad_mode)
+def _frame_l1(signal: np.ndarray, n_fft: int, hop: int, count: int) -> np.ndarray:
+    """float64 (frames,): an upper bound on Σ|x| over each frame of `signal` (the framed 1-D float32
+    signal): sqrt(n_fft · Σx²) (Cauchy-Schwarz), with Σx² summed over the hop-sized chunks that cover the
+    frame (frame f starts at chunk f and spans ceil(n_fft / hop) chunks) plus a slack for the rounding of
+    the cumulative sum."""
     span = -(-n_fft // hop)
-    chunks = count - 1 + span
-    padded = np.zeros(chunks * hop, dtype=np.float32)
-    used = min(y.shape[0], padded.shape[0])
-    np.abs(y[:used], out=padded[:used])
-    sums = np.zeros(chunks + 1)
-    np.cumsum(np.einsum("ij->i", padded.reshape(chunks, hop)), out=sums[1:])
-    return (sums[span:] - sums[:count]) * 1.001 + sums[-1] * 1e-12
+    whole = min(signal.shape[0] // hop, count - 1 + span)
+    energy = np.zeros(count + span)  # energy[0] = 0, energy[1 + j] = chunk j's Σx²
+    chunks = signal[: whole * hop].reshape(whole, hop)
+    energy[1 : whole + 1] = np.einsum("ij,ij->i", chunks, chunks)
+    tail = signal[whole * hop : (count - 1 + span) * hop].astype(np.float64)
+    if tail.size:
+        energy[whole + 1] = tail @ tail
+    np.cumsum(energy, out=energy)
+    frame_energy = (energy[span:] - energy[:count]) * 1.001 + energy[-1] * 1e-12
+    return np.sqrt(n_fft * frame_energy)
 
 
 def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
@@ -132,19 +133,25 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
     fill_nan=..., clip=..., pad_mode=...)`: magnitudes and NaN (or filled) positions exactly, frequencies
     and times within float32 rounding (module docstring)."""
     y = check_wave(wave, config.n_fft)
-    sr, n_fft = config.sample_rate, config.n_fft
+    sr, n_fft, hop = config.sample_rate, config.n_fft, config.hop_length
     freqs_on, times_on = config.reassign_frequencies, config.reassign_times
-    window = stft_window(config)
-    rows = [window]
-    scaled = []  # float32 windows of the fast path: conj(FFT) of them gives the scaled corrections' S
-    tolerance = []  # per scaled window: the plane's error allowance
-    framed = frames(y, config)  # float32 (frames, n_fft) view
+    framed = frames(y, config)  # float32 (frames, n_fft) view of the (padded) signal
     count = framed.shape[0]
     bins = n_fft // 2 + 1
+    # the signal the frames are cut from, as a 1-D view
+    length = (count - 1) * hop + n_fft
+    signal = np.lib.stride_tricks.as_strided(
+        framed, shape=(length,), strides=(framed.strides[1],), writeable=False
+    )
     bin_freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)  # float64 (bins,)
     frame_times = librosa.frames_to_time(
-        np.arange(count), sr=sr, hop_length=config.hop_length, n_fft=None if config.center else n_fft
+        np.arange(count), sr=sr, hop_length=hop, n_fft=None if config.center else n_fft
     )  # float64 (frames,)
+
+    window = stft_window(config)
+    rows = [window]  # float64 windows of the exact path: h, dh, th
+    scaled = []  # float32 windows of the fast path: dh·sr/(2π), th/sr
+    tolerance = []  # per scaled window: its plane's error allowance
     if freqs_on:
         rows.append(librosa.util.cyclic_gradient(window))  # periodic window: cyclic derivative
         scaled.append(rows[-1] * (0.5 * sr / np.pi))
@@ -155,26 +162,16 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
         tolerance.append(REL_TOL * max(float(np.abs(frame_times).max()), n_fft / (2.0 * sr)))
     windows = np.stack(rows)
     scaled32 = np.stack(scaled).astype(np.float32)
-    # float64 frames for the exact S_h: the same values as librosa's float32-times-float64 product sees
-    framed64 = frames(y.astype(np.float64), config)
 
     ref_p = config.ref_power
     threshold = ref_p**0.5 if ref_p > 0 else None
     bf32 = bin_freqs.astype(np.float32)
     ft32 = frame_times.astype(np.float32)
-    # A bin's correction error is at most FFT_ERROR·eps·max|w|·Σ|x| / |S_h| (S_h is exact): bins with
-    # |S_h| < limit (per frame), that is 1/|S_h|² > 1/limit², might exceed the allowance: exact path.
-    worst = max(float(np.abs(w).max()) / tol for w, tol in zip(scaled32, tolerance, strict=True))
-    l1 = _frame_l1(y, config, count)
-    limits = np.maximum(l1 * (FFT_ERROR * EPS32 * worst), TINY)
-    suspect_inv = (1.0 / limits**2).astype(np.float32)
-    loud = l1 * max(float(np.abs(scaled32).max()), float(np.abs(window).max())) > HUGE_L1
-    exact_rows = [np.flatnonzero(loud)]
-    # rows whose limit is above the threshold (all rows without one) hold the bins that might need it
-    check = np.ones(count, dtype=bool) if threshold is None else limits > threshold
 
     out = np.empty((count, 3, bins), dtype=np.float32)
     step = max(1, BLOCK_VALUES // n_fft)
+    sig64 = np.empty((step - 1) * hop + n_fft)  # one block's samples in float64
+    frames64 = np.lib.stride_tricks.as_strided(sig64, shape=(step, n_fft), strides=(hop * 8, 8))
     buf64 = np.empty((step, n_fft))
     spec64 = np.empty((step, bins), dtype=np.complex128)
     buf32 = np.empty((len(scaled32), step, n_fft), dtype=np.float32)
@@ -189,28 +186,30 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
         size = stop - start
         x64, spec, x32, sh, planes = buf64[:size], spec64[:size], buf32[:, :size], s_h[:size], work[:, :size]
         r, flag, mags = inv[:size], flags[:size], planes[2]
-        np.multiply(framed64[start:stop], window, out=x64)
+        # S_h as librosa.stft: float32 samples times the float64 window, float64 FFT, rounded to complex64
+        samples = (size - 1) * hop + n_fft
+        np.copyto(sig64[:samples], signal[start * hop : start * hop + samples])
+        np.multiply(frames64[:size], window, out=x64)
         np.fft.rfft(x64, axis=-1, out=spec)
-        np.copyto(sh, spec, casting="same_kind")  # complex128 rounded to complex64, as librosa.stft
+        np.copyto(sh, spec, casting="same_kind")
+        # conj(S_w) of the scaled windows in float32
         np.multiply(framed[None, start:stop], scaled32[:, None, :], out=x32)
         conj = scipy.fft.ihfft(x32, axis=-1, norm="forward")  # conj(rfft(x32)), complex64 (k, size, bins)
+        # 1/|S_h|², with the threshold: 0 below it (fill_nan: the correction vanishes) or NaN (so does the
+        # plane)
         np.abs(sh, out=mags)
         np.multiply(mags, mags, out=r)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             if threshold is None:
                 np.reciprocal(r, out=r)
-            elif config.fill_nan:  # 1/|S_h|² = 0 below the threshold: the correction vanishes
-                np.maximum(r, CLAMP, out=r)
+            elif config.fill_nan:
+                np.add(r, CLAMP, out=r)  # > 0 where S_h == 0; changes no |S_h|² above TINY²
                 np.greater_equal(mags, threshold, out=flag)
                 np.divide(flag, r, out=r)
-            else:  # 1/|S_h|² = NaN below the threshold: so is the plane
+            else:
                 np.reciprocal(r, out=r)
                 np.less(mags, threshold, out=flag)
                 np.copyto(r, np.float32(np.nan), where=flag)
-            if check[start:stop].any():
-                np.greater(r, suspect_inv[start:stop, None], out=flag)
-                if flag.any():
-                    exact_rows.append(start + np.flatnonzero(flag.any(axis=1)))
             # S_h/|S_h|², then conj(S_w)·S_h/|S_h|²: its imaginary part is -Im(S_dh/S_h)·sr/(2π) for the
             # scaled dh, its real part Re(S_th/S_h)/sr for the scaled th
             np.multiply(sh, r, out=sh)
@@ -228,7 +227,19 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
                 np.clip(planes[1], 0, y.shape[-1] / float(sr), out=planes[1])
         np.copyto(out[start:stop], planes.transpose(1, 0, 2))
 
-    redo = np.unique(np.concatenate(exact_rows))
+    # Rows for the exact path. A bin's correction error is at most FFT_ERROR·eps·max|w|·Σ|x| / |S_h|
+    # (S_h is exact), so bins above the threshold with |S_h| < limit (per frame) might exceed the
+    # allowance; |S_h| < TINY: float32 range and CLAMP; Σ|x|·max|w| > HUGE_L1: float32 overflow.
+    worst = max(float(np.abs(w).max()) / tol for w, tol in zip(scaled32, tolerance, strict=True))
+    l1 = _frame_l1(signal, n_fft, hop, count)
+    limits = np.maximum(l1 * (FFT_ERROR * EPS32 * worst), TINY).astype(np.float32)
+    loud = l1 * max(float(np.abs(scaled32).max()), float(np.abs(window).max())) > HUGE_L1
+    checked = np.flatnonzero(limits > (0.0 if threshold is None else threshold))
+    mags = out[checked, 2]
+    suspect = mags < limits[checked, None]
+    if threshold is not None:
+        suspect &= ~(mags < threshold)  # as the threshold was applied
+    redo = np.union1d(checked[suspect.any(axis=1)], np.flatnonzero(loud))
     if redo.size:
         out[redo] = _exact_planes(framed[redo], windows, bin_freqs, frame_times[redo], config, y.shape[-1])
     return out

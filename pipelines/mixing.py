@@ -226,7 +226,9 @@ def make_pair(
     return {"input": input32, "clean": clean32, "noise": input32 - clean32}, fields
 
 
-SEGMENT_FLOOR_DBFS = -100.0  # a segment quieter than this is digital silence (ingest refuses peaks under -60 dBFS)
+SEGMENT_FLOOR_DBFS = (
+    -100.0
+)  # a segment quieter than this is digital silence (ingest refuses peaks under -60 dBFS)
 
 
 def _audible_segment(noise: np.ndarray, length: int, rng, sample_rate: int, noise_id: str):

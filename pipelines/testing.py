@@ -201,3 +201,38 @@ def features_in_process(store, pairset: str, config, codec: str = "lz4"):
             feature_shard(store, plan.spec, shard)
         finalize_features(store, plan.spec)
     return plan.spec.feature_id
+
+
+def build_demo_store(
+    folder, kinds: dict | None = None, speakers: int = 3, utterances: int = 4, seed: int = 0
+):
+    """A small store made in-process from the demo corpus: ingest, `noisy` pairs with the demo noises, and
+    feature sets (`kinds`: {label: feature config}). Returns (store, {label: feature_id})."""
+    from pathlib import Path
+
+    from pipelines.demo import DemoConfig, generate_demo_corpus
+    from pipelines.mixing import PairConfig
+    from stores import open_store
+
+    folder = Path(folder)
+    corpus = generate_demo_corpus(
+        folder / "demo",
+        DemoConfig(
+            speakers=speakers,
+            utterances_per_speaker=utterances,
+            noises=2,
+            rirs=2,
+            noise_seconds=8.0,
+            seed=seed,
+        ),
+    )
+    store = open_store(folder / "store")
+    ingest_in_process(store, "librispeech", corpus.speech, name="demo")
+    pairs_in_process(
+        store,
+        "noisy",
+        PairConfig(corpus="demo", kind="noisy", noise="x", snr=(0.0, 15.0), seed=seed),
+        noise_folder=corpus.noise,
+    )
+    ids = {label: features_in_process(store, "noisy", config) for label, config in (kinds or {}).items()}
+    return store, ids

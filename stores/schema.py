@@ -115,6 +115,19 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("created_at", TS),
         ]
     ),
+    # one row per (model version, epoch): the training curves
+    "curves": pa.schema(
+        [
+            ("model_version", pa.string()),
+            ("epoch", pa.int32()),
+            ("steps", pa.int64()),
+            ("train_loss", pa.float64()),
+            ("valid_loss", pa.float64()),
+            ("lr", pa.float64()),
+            ("seconds", pa.float64()),
+            ("created_at", TS),
+        ]
+    ),
     "metrics": pa.schema(
         [
             ("run_id", pa.string()),
