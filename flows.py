@@ -431,6 +431,35 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--codec", default="lz4", choices=sorted(CODECS), help="Zarr codec (default lz4)")
     _add_dask(feats)
 
+    from training.models import MODELS
+
+    tr = sub.add_parser("train", help="train a model on a feature set (prints the new model_version)")
+    _add_common(tr)
+    tr.add_argument("--model", required=True, choices=MODELS.names(), help="architecture")
+    tr.add_argument("--features", required=True, help="the feature_id to train on")
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--segment", type=int, default=100, help="frames per training segment")
+    tr.add_argument("--optimizer", default="adam", choices=("adam", "adamw"))
+    tr.add_argument("--amsgrad", action="store_true")
+    tr.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
+    tr.add_argument("--clip-grad", type=float, default=5.0)
+    tr.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
+    tr.add_argument("--max-steps", type=int, default=0, help="optimizer steps per epoch (0: whole epoch)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--loader-workers", type=int, default=0, help="DataLoader worker processes")
+    tr.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help='a model config field, e.g. --model-arg output="mapping" (repeatable)',
+    )
+    tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    tr.add_argument("--resume", action="store_true", help="continue an interrupted run of this config")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+
     verify = sub.add_parser("verify", help="check every committed piece of the store (exit 1 on any problem)")
     _add_common(verify)
     verify.add_argument("--repair", action="store_true", help="remove leftovers, recompute damaged shards")
@@ -466,6 +495,46 @@ def cmd_pairs(args) -> int:
 def cmd_features(args) -> int:
     for line in run_features(args).lines():
         print(line)
+    return 0
+
+
+def parse_model_args(pairs: list[str]) -> dict:
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Expected --model-arg KEY=VALUE. Got {pair!r} instead.")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare word is a string
+    return out
+
+
+def cmd_train(args) -> int:
+    from training.trainer import TrainConfig, train
+
+    config = TrainConfig(
+        model=args.model,
+        feature_id=args.features,
+        model_args=parse_model_args(args.model_arg),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        amsgrad=args.amsgrad,
+        clip_grad=args.clip_grad,
+        accumulate=args.accumulate,
+        segment=args.segment,
+        seed=args.seed,
+        patience=args.patience,
+        max_steps=args.max_steps,
+        num_workers=args.loader_workers,
+    )
+    version = train(open_store(args.store, create=False), config, args.device, args.resume, not args.quiet)
+    print(version)
     return 0
 
 
@@ -533,6 +602,7 @@ COMMANDS = {
     "pairs": cmd_pairs,
     "features": cmd_features,
     "verify": cmd_verify,
+    "train": cmd_train,
     "download": cmd_download,
     "demo": cmd_demo,
 }
