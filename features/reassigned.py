@@ -1,29 +1,32 @@
 """The reassigned spectrogram: librosa.reassigned_spectrogram's (frequency, time, magnitude) as planes.
 
 librosa computes three STFTs one after another (window h, its cyclic derivative dh, and the time-weighted
-window t·h), each in 256 KiB blocks, then corrects the bin frequencies by -Im(S_dh / S_h)·sr/(2π) and the
-frame times by Re(S_th / S_h)/sr, in float64, with NaN below the power threshold.
+window t·h), each in float64, then corrects the bin frequencies by -Im(S_dh / S_h)·sr/(2π) and the frame
+times by Re(S_th / S_h)/sr in float64, with NaN below the power threshold. Here the frames go through that
+in cache-sized blocks (BLOCK_VALUES), with the work split by what each STFT decides:
 
-Here the frames are processed in cache-sized blocks, each in one pass:
+* S_h decides the magnitude plane and, through `|S_h| < sqrt(ref_power)` and S_h == 0, the NaN positions
+  (fill_nan=False) and the filled positions (fill_nan=True). It is computed exactly as librosa.stft
+  computes it (float32 samples times the float64 window, numpy's float64 real FFT, rounded to complex64),
+  so the magnitudes are librosa's bit for bit and the threshold is the same float32 comparison on the same
+  values: those positions are librosa's by construction, not within a tolerance.
+* S_dh and S_th only enter the corrections, so they are computed in float32 with scipy.fft (about 1.6
+  times faster than numpy's float64 FFT with its float64 window product), with sr/(2π) and 1/sr folded
+  into their windows and the conjugate taken by the transform itself (ihfft). With v = S_h/|S_h|² (one
+  complex-by-real product) the corrections are Im(conj(S_dh')·v) and Re(conj(S_th')·v): one complex
+  product per plane and no division. The threshold is applied to 1/|S_h|²: 0 below it with fill_nan (the
+  correction vanishes, the plane holds the bin frequency or frame time exactly), NaN without.
+* The float32 FFT's error is absolute (on the scale of the frame), so it can matter where |S_h| is small.
+  With Σ|x| ≤ sqrt(n_fft·Σx²) over the frame, a bin's correction error is below
+  FFT_ERROR·eps32·max|w|·Σ|x| / |S_h|; rows holding a bin above the threshold where that could exceed
+  REL_TOL of the plane's scale (sr/2, the last frame time), or with |S_h| < TINY (float32 range), or
+  frames loud enough for float32 to overflow, are recomputed with the exact path (`_exact_planes`,
+  librosa's operations on librosa's dtypes). On 60 s of speech with the default config that is about 1%
+  of the rows. FFT_ERROR is 2: the largest ratio measured on speech (scipy's pocketfft, n_fft 80..512) is
+  0.94 of that bound.
 
-* S_h is computed exactly as librosa.stft computes it (float64 window product, numpy's float64 real FFT,
-  rounded to complex64), so the magnitude plane is librosa's bit for bit and so is the power threshold
-  `|S_h| < sqrt(ref_power)`: the NaN positions (fill_nan=False) and the filled positions (fill_nan=True)
-  are librosa's by construction, not by tolerance.
-* S_dh and S_th only feed the corrections, so they are computed in float32 (scipy.fft, several times
-  faster than numpy's float64 FFT), with the constants sr/(2π) and 1/sr folded into their windows and the
-  conjugate taken by the FFT itself (ihfft): then Im(S_dh/S_h) = Im(conj(S_dh)·S_h/|S_h|²)-style products
-  are one complex multiply by S_h/|S_h|², and the power threshold is applied by setting 1/|S_h|² to 0
-  (fill: the plane keeps the bin frequency / frame time exactly) or NaN (no fill).
-* Bins where float32 rounding could matter are recomputed with the exact (librosa-identical) path: those
-  where the FFT's absolute error bound, divided by |S_h|, could exceed REL_TOL of the plane's scale (bins
-  just above a very low threshold in loud frames), |S_h| == 0 or |S_h|² at the edge of float32's range, and
-  frames loud enough to overflow float32. The error bound is FFT_ERROR·eps32·max|w|·Σ|x| over the frame;
-  the largest ratio measured on speech for n_fft 80..512 is 1.2 (scipy's pocketfft), FFT_ERROR leaves a
-  margin over it, and REL_TOL is ten times below the 1e-4 the tests ask for.
-
-The frequency and time values therefore differ from librosa's by at most ~1e-5 of the plane's scale (in
-practice ~1e-7: float32 rounding), the magnitudes and the NaN or filled positions not at all.
+So the magnitude plane and the NaN/filled positions equal librosa's exactly; frequencies and times are
+within REL_TOL (3e-5) of the plane's scale by the bound above, ~1e-6 in practice (float32 rounding).
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ from features.stft import check_wave, frames, stft_window
 
 PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bins) output
 
-# Frames per block: the block's float64 frames (BLOCK_VALUES values), its float32 window products and
-# spectra stay within the L2 cache.
+# Values per block (frames × n_fft): a block's float64 frames are 512 KiB; its buffers stay in cache
+# (measured: flat between 2**15.5 and 2**16.5 on 60 s of speech, slower outside).
 BLOCK_VALUES = 1 << 16
-FFT_ERROR = 2.0  # bound on |float32 rfft error| / (eps32 · max|w| · Σ|x|); measured max 1.2 on speech
+FFT_ERROR = 2.0  # bound on |float32 FFT error| / (eps32 · max|w| · sqrt(n_fft · Σx²)); measured max 0.94
 REL_TOL = 3e-5  # fast-path error allowed, relative to sr/2 (frequency) or the last frame time (time)
 TINY = 1e-15  # |S_h| below this (and above the threshold): float32 range or CLAMP matter; exact path
 CLAMP = np.float32(2.0**-126)  # added to |S_h|² (fill_nan): 1/|S_h|² finite where S_h == 0; exact above
@@ -117,12 +120,14 @@ def _frame_l1(signal: np.ndarray, n_fft: int, hop: int, count: int) -> np.ndarra
     whole = min(signal.shape[0] // hop, count - 1 + span)
     energy = np.zeros(count + span)  # energy[0] = 0, energy[1 + j] = chunk j's Σx²
     chunks = signal[: whole * hop].reshape(whole, hop)
-    energy[1 : whole + 1] = np.einsum("ij,ij->i", chunks, chunks)
+    energy[1 : whole + 1] = np.einsum("ij,ij->i", chunks, chunks)  # float32 sums: relative error < hop·eps
     tail = signal[whole * hop : (count - 1 + span) * hop].astype(np.float64)
     if tail.size:
-        energy[whole + 1] = tail @ tail
+        energy[whole + 1] = np.sum(tail * tail)
     np.cumsum(energy, out=energy)
-    frame_energy = (energy[span:] - energy[:count]) * 1.001 + energy[-1] * 1e-12
+    # float32 chunk sums, then differences of float64 partial sums (each within count·eps64 of the total)
+    frame_energy = (energy[span:] - energy[:count]) * (1.001 + 2 * hop * EPS32)
+    frame_energy += energy[-1] * (4 * count * float(np.finfo(np.float64).eps))
     return np.sqrt(n_fft * frame_energy)
 
 
@@ -170,8 +175,6 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
 
     out = np.empty((count, 3, bins), dtype=np.float32)
     step = max(1, BLOCK_VALUES // n_fft)
-    sig64 = np.empty((step - 1) * hop + n_fft)  # one block's samples in float64
-    frames64 = np.lib.stride_tricks.as_strided(sig64, shape=(step, n_fft), strides=(hop * 8, 8))
     buf64 = np.empty((step, n_fft))
     spec64 = np.empty((step, bins), dtype=np.complex128)
     buf32 = np.empty((len(scaled32), step, n_fft), dtype=np.float32)
@@ -187,16 +190,13 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
         x64, spec, x32, sh, planes = buf64[:size], spec64[:size], buf32[:, :size], s_h[:size], work[:, :size]
         r, flag, mags = inv[:size], flags[:size], planes[2]
         # S_h as librosa.stft: float32 samples times the float64 window, float64 FFT, rounded to complex64
-        samples = (size - 1) * hop + n_fft
-        np.copyto(sig64[:samples], signal[start * hop : start * hop + samples])
-        np.multiply(frames64[:size], window, out=x64)
+        np.multiply(framed[start:stop], window, out=x64)
         np.fft.rfft(x64, axis=-1, out=spec)
         np.copyto(sh, spec, casting="same_kind")
         # conj(S_w) of the scaled windows in float32
         np.multiply(framed[None, start:stop], scaled32[:, None, :], out=x32)
         conj = scipy.fft.ihfft(x32, axis=-1, norm="forward")  # conj(rfft(x32)), complex64 (k, size, bins)
-        # 1/|S_h|², with the threshold: 0 below it (fill_nan: the correction vanishes) or NaN (so does the
-        # plane)
+        # 1/|S_h|², and below the threshold 0 (fill_nan: the correction vanishes) or NaN (so does the plane)
         np.abs(sh, out=mags)
         np.multiply(mags, mags, out=r)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):

@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from features import compute_feature, oracle_irm, quantise_mask, stft_tf
-from features.config import ORACLE_IRM, FeatureConfig
+from features.config import MODEL_MASK_PREFIX, ORACLE_IRM, FeatureConfig
 from pipelines.ingest import Shard, committed_rows
 from stores.audio_index import PairReader
 from stores.config import parse_choice
@@ -105,9 +105,7 @@ def plan_features(store: Store, pairset: str, config: FeatureConfig, codec: str 
             f"Expected sample_rate {store.sample_rate} (the store's). Got {config.sample_rate} instead."
         )
     if config.kind == "decomposed" and config.mask != ORACLE_IRM:
-        raise ConfigError(
-            f"Expected mask {ORACLE_IRM!r} (model masks need a trained model). Got {config.mask!r} instead."
-        )
+        check_mask_model(store, config)
     rows = committed_rows(
         store,
         "pairs",
@@ -140,16 +138,57 @@ def shard_name(spec: FeatureSpec, pair_shard: str) -> str:
     return f"{spec.feature_id}-{pair_shard}"
 
 
-def pair_features(signals: dict[str, np.ndarray], config: FeatureConfig) -> dict[str, np.ndarray]:
+def check_mask_model(store: Store, config: FeatureConfig) -> None:
+    """A `model:<version>` mask source must be a trained mask model on the same STFT as these features."""
+    from training.inference import load_version, stft_config
+
+    model, _, row = load_version(store, config.mask[len(MODEL_MASK_PREFIX) :])
+    if model.output != "mask" or model.input_kind != "magnitude":
+        raise ConfigError(
+            f"Expected a mask model on magnitude features for {config.mask!r}. Got "
+            f"{row['architecture']} ({model.input_kind} -> {model.output}) instead."
+        )
+    theirs, ours = (
+        stft_config(store, row),
+        {
+            k: getattr(config, k)
+            for k in ("n_fft", "hop_length", "win_length", "window", "center", "sample_rate")
+        },
+    )
+    if theirs != ours:
+        raise ConfigError(f"Expected the mask model's STFT {theirs}. Got {ours} instead.")
+
+
+class MaskSource:
+    """Where a decomposed feature set's mask comes from: the oracle IRM, or a first-stage model (loaded once
+    per shard task)."""
+
+    def __init__(self, store: Store, config: FeatureConfig) -> None:
+        self.model = None
+        if config.kind == "decomposed" and config.mask != ORACLE_IRM:
+            from training.inference import load_version
+
+            self.model, self.normalizer, _ = load_version(store, config.mask[len(MODEL_MASK_PREFIX) :])
+
+    def __call__(self, noisy: np.ndarray, clean: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            return oracle_irm(clean, noise)
+        from training.inference import predict_mask
+
+        return predict_mask(self.model, self.normalizer, noisy)
+
+
+def pair_features(signals: dict[str, np.ndarray], config: FeatureConfig, mask=None) -> dict[str, np.ndarray]:
     """The stored arrays of one pair: {input, target} (+ `levels` for decomposed), time-major."""
     if config.kind != "decomposed":
         return {
             "input": compute_feature(signals["input"], config),
             "target": compute_feature(signals["clean"], config),
         }
-    # decomposed: store |Y| and the quantised oracle-IRM level; the n channels are expanded on read
+    # decomposed: store |Y| and the quantised mask level; the n channels are expanded on read
     noisy, clean, noise = (np.abs(stft_tf(signals[r], config)) for r in ("input", "clean", "noise"))
-    levels = quantise_mask(oracle_irm(clean, noise), config.n)
+    values = mask(noisy, clean, noise) if mask is not None else oracle_irm(clean, noise)
+    levels = quantise_mask(values, config.n)
     dtype = np.dtype(config.dtype)
     return {"input": noisy.astype(dtype), "levels": levels, "target": clean.astype(dtype)}
 
@@ -170,8 +209,9 @@ def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShard
     stored: dict[str, list[np.ndarray]] = {}
     sums: dict[str, np.ndarray] = {}
     rows, frame = [], 0
+    mask = MaskSource(store, spec.config)
     for pair, signals in PairReader(store).signals(shard.items):
-        arrays = pair_features(signals, spec.config)
+        arrays = pair_features(signals, spec.config, mask)
         n = arrays["input"].shape[0]
         for name, values in arrays.items():
             stored.setdefault(name, []).append(values)

@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,3 +129,33 @@ def test_stream_is_deterministic_for_a_seed(demo):
     again = [b["input"].sum().item() for b in make_loader(store.root, config, 4)]
     other = [b["input"].sum().item() for b in make_loader(store.root, config, 4, epoch=1)]
     assert first == again and first != other
+
+
+def test_first_stage_masks_feed_a_model_decomposition(demo):
+    from features import expand_decomposed
+    from pipelines.testing import features_in_process
+    from training.inference import load_version, predict_mask
+
+    store, ids = demo
+    version = train(store, _config(ids, "crn", seed=21, epochs=1), device="cpu", progress=False)
+    fid = features_in_process(store, "noisy", feature_config("decomposed", n=8, mask=f"model:{version}"))
+    fs = store.features(fid)
+    uid = fs.utterances()[0]
+    model, normalizer, _ = load_version(store, version)
+    magnitude = fs.read_stored(uid, "input")
+    mask = predict_mask(model, normalizer, magnitude)
+    expected = np.stack([magnitude] + [(mask > i / 8) * magnitude for i in range(1, 8)], axis=1)
+    np.testing.assert_array_equal(
+        fs.read(uid), expand_decomposed(magnitude, fs.read_stored(uid, "levels"), 8)
+    )
+    np.testing.assert_allclose(fs.read(uid), expected, rtol=0, atol=0)
+    oracle = store.features(ids["dec"])
+    assert not np.array_equal(fs.read_stored(uid, "levels"), oracle.read_stored(uid, "levels"))
+    with pytest.raises(ConfigError, match="STFT"):
+        features_in_process(
+            store,
+            "noisy",
+            feature_config("decomposed", n=8, n_fft=256, hop_length=128, mask=f"model:{version}"),
+        )
+    with pytest.raises(NotFoundError, match="trained model version"):
+        features_in_process(store, "noisy", feature_config("decomposed", n=8, mask="model:nope"))
