@@ -1,7 +1,7 @@
 """Training-step rate of `crn` fed by the streaming Zarr loader beside the same steps fed from in-memory
 tensors (the batches materialised beforehand), in one run on the same data.
 
-    .venv/bin/python benchmarks/bench_loader.py [--steps 12] [--batch-size 8] [--segment 100] \
+    .venv/bin/python benchmarks/bench_loader.py [--steps 12] [--rounds 3] [--batch-size 8] [--segment 100] \
         [--loader-workers 1] [--work /tmp/bench-loader] [--device auto]
 
 The store is built from the demo corpus (noisy pairs, 257-bin magnitude features). The model is the full
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import time
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def timed_steps(trainer, batches, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--segment", type=int, default=100)
     parser.add_argument("--loader-workers", type=int, default=1)
@@ -77,8 +79,14 @@ def main() -> None:
         )
 
     batches = list(itertools.islice(itertools.chain.from_iterable(loader() for _ in range(100)), need))
-    memory = timed_steps(trainer, batches, args.steps)
-    streaming = timed_steps(trainer, itertools.chain.from_iterable(loader() for _ in range(100)), args.steps)
+    # alternate the two feeds so that load from other processes hits both alike; report medians
+    memory_runs, streaming_runs = [], []
+    for _ in range(args.rounds):
+        memory_runs.append(timed_steps(trainer, batches, args.steps))
+        streaming_runs.append(
+            timed_steps(trainer, itertools.chain.from_iterable(loader() for _ in range(100)), args.steps)
+        )
+    memory, streaming = statistics.median(memory_runs), statistics.median(streaming_runs)
     print(
         f"device {trainer.device}, crn {sum(p.numel() for p in trainer.model.parameters()) / 1e6:.1f} M parameters, "
         f"batch {args.batch_size} x {args.segment} frames, {args.loader_workers} loader worker(s)"

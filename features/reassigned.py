@@ -120,7 +120,11 @@ def _frame_l1(signal: np.ndarray, n_fft: int, hop: int, count: int) -> np.ndarra
     whole = min(signal.shape[0] // hop, count - 1 + span)
     energy = np.zeros(count + span)  # energy[0] = 0, energy[1 + j] = chunk j's Σx²
     chunks = signal[: whole * hop].reshape(whole, hop)
-    energy[1 : whole + 1] = np.einsum("ij,ij->i", chunks, chunks)  # float32 sums: relative error < hop·eps
+    with np.errstate(over="ignore"):
+        sums = np.einsum("ij,ij->i", chunks, chunks)  # float32 sums: relative error < hop·eps32
+    if not np.isfinite(sums).all():  # samples beyond 1e19: float64
+        sums = np.einsum("ij,ij->i", chunks, chunks, dtype=np.float64)
+    energy[1 : whole + 1] = sums
     tail = signal[whole * hop : (count - 1 + span) * hop].astype(np.float64)
     if tail.size:
         energy[whole + 1] = np.sum(tail * tail)
@@ -131,53 +135,29 @@ def _frame_l1(signal: np.ndarray, n_fft: int, hop: int, count: int) -> np.ndarra
     return np.sqrt(n_fft * frame_energy)
 
 
-def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
-    """(frames, 3, n_fft // 2 + 1) float32: planes [reassigned frequency (Hz), reassigned time (s), magnitude],
-    equal to the transposed `librosa.reassigned_spectrogram(y=wave, sr=sample_rate, n_fft=..., hop_length=...,
-    win_length=..., window=..., center=..., reassign_frequencies=..., reassign_times=..., ref_power=...,
-    fill_nan=..., clip=..., pad_mode=...)`: magnitudes and NaN (or filled) positions exactly, frequencies
-    and times within float32 rounding (module docstring)."""
-    y = check_wave(wave, config.n_fft)
-    sr, n_fft, hop = config.sample_rate, config.n_fft, config.hop_length
-    freqs_on, times_on = config.reassign_frequencies, config.reassign_times
-    framed = frames(y, config)  # float32 (frames, n_fft) view of the (padded) signal
-    count = framed.shape[0]
+def _fast_planes(
+    framed: np.ndarray,
+    window: np.ndarray,
+    scaled: np.ndarray,
+    bin_freqs: np.ndarray,
+    frame_times: np.ndarray,
+    config: ReassignedConfig,
+    n_samples: int,
+) -> np.ndarray:
+    """(frames, 3, bins) float32: exact S_h (magnitudes, threshold), float32 corrections from the `scaled`
+    float32 windows [dh·sr/(2π)?, th/sr?], in blocks of BLOCK_VALUES."""
+    count, n_fft = framed.shape
     bins = n_fft // 2 + 1
-    # the signal the frames are cut from, as a 1-D view
-    length = (count - 1) * hop + n_fft
-    signal = np.lib.stride_tricks.as_strided(
-        framed, shape=(length,), strides=(framed.strides[1],), writeable=False
-    )
-    bin_freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)  # float64 (bins,)
-    frame_times = librosa.frames_to_time(
-        np.arange(count), sr=sr, hop_length=hop, n_fft=None if config.center else n_fft
-    )  # float64 (frames,)
-
-    window = stft_window(config)
-    rows = [window]  # float64 windows of the exact path: h, dh, th
-    scaled = []  # float32 windows of the fast path: dh·sr/(2π), th/sr
-    tolerance = []  # per scaled window: its plane's error allowance
-    if freqs_on:
-        rows.append(librosa.util.cyclic_gradient(window))  # periodic window: cyclic derivative
-        scaled.append(rows[-1] * (0.5 * sr / np.pi))
-        tolerance.append(REL_TOL * sr / 2.0)
-    if times_on:
-        rows.append(window * _window_times(n_fft))
-        scaled.append(rows[-1] / sr)
-        tolerance.append(REL_TOL * max(float(np.abs(frame_times).max()), n_fft / (2.0 * sr)))
-    windows = np.stack(rows)
-    scaled32 = np.stack(scaled).astype(np.float32)
-
-    ref_p = config.ref_power
+    sr, ref_p = config.sample_rate, config.ref_power
+    freqs_on, times_on = config.reassign_frequencies, config.reassign_times
     threshold = ref_p**0.5 if ref_p > 0 else None
     bf32 = bin_freqs.astype(np.float32)
     ft32 = frame_times.astype(np.float32)
-
     out = np.empty((count, 3, bins), dtype=np.float32)
     step = max(1, BLOCK_VALUES // n_fft)
     buf64 = np.empty((step, n_fft))
     spec64 = np.empty((step, bins), dtype=np.complex128)
-    buf32 = np.empty((len(scaled32), step, n_fft), dtype=np.float32)
+    buf32 = np.empty((len(scaled), step, n_fft), dtype=np.float32)
     s_h = np.empty((step, bins), dtype=np.complex64)
     work = np.empty((3, step, bins), dtype=np.float32)  # planes of one block, copied into `out` at once
     inv = np.empty((step, bins), dtype=np.float32)
@@ -194,26 +174,25 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
         np.fft.rfft(x64, axis=-1, out=spec)
         np.copyto(sh, spec, casting="same_kind")
         # conj(S_w) of the scaled windows in float32
-        np.multiply(framed[None, start:stop], scaled32[:, None, :], out=x32)
+        np.multiply(framed[None, start:stop], scaled[:, None, :], out=x32)
         conj = scipy.fft.ihfft(x32, axis=-1, norm="forward")  # conj(rfft(x32)), complex64 (k, size, bins)
         # 1/|S_h|², and below the threshold 0 (fill_nan: the correction vanishes) or NaN (so does the plane)
         np.abs(sh, out=mags)
         np.multiply(mags, mags, out=r)
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            if threshold is None:
-                np.reciprocal(r, out=r)
-            elif config.fill_nan:
-                np.add(r, CLAMP, out=r)  # > 0 where S_h == 0; changes no |S_h|² above TINY²
-                np.greater_equal(mags, threshold, out=flag)
-                np.divide(flag, r, out=r)
-            else:
-                np.reciprocal(r, out=r)
-                np.less(mags, threshold, out=flag)
-                np.copyto(r, np.float32(np.nan), where=flag)
-            # S_h/|S_h|², then conj(S_w)·S_h/|S_h|²: its imaginary part is -Im(S_dh/S_h)·sr/(2π) for the
-            # scaled dh, its real part Re(S_th/S_h)/sr for the scaled th
-            np.multiply(sh, r, out=sh)
-            np.multiply(conj, sh[None], out=conj)
+        if threshold is None:
+            np.reciprocal(r, out=r)
+        elif config.fill_nan:
+            np.add(r, CLAMP, out=r)  # > 0 where S_h == 0; changes no |S_h|² above TINY²
+            np.greater_equal(mags, threshold, out=flag)
+            np.divide(flag, r, out=r)
+        else:
+            np.reciprocal(r, out=r)
+            np.less(mags, threshold, out=flag)
+            np.copyto(r, np.float32(np.nan), where=flag)
+        # v = S_h/|S_h|², then conj(S_w)·v: its imaginary part is -Im(S_dh/S_h)·sr/(2π) for the scaled dh,
+        # its real part Re(S_th/S_h)/sr for the scaled th
+        np.multiply(sh, r, out=sh)
+        np.multiply(conj, sh[None], out=conj)
         if freqs_on:
             np.add(conj[0].imag, bf32, out=planes[0])
         if times_on:
@@ -224,24 +203,79 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
             if freqs_on:
                 np.clip(planes[0], 0, sr / 2.0, out=planes[0])
             if times_on:
-                np.clip(planes[1], 0, y.shape[-1] / float(sr), out=planes[1])
+                np.clip(planes[1], 0, n_samples / float(sr), out=planes[1])
         np.copyto(out[start:stop], planes.transpose(1, 0, 2))
+    return out
 
-    # Rows for the exact path. A bin's correction error is at most FFT_ERROR·eps·max|w|·Σ|x| / |S_h|
-    # (S_h is exact), so bins above the threshold with |S_h| < limit (per frame) might exceed the
-    # allowance; |S_h| < TINY: float32 range and CLAMP; Σ|x|·max|w| > HUGE_L1: float32 overflow.
-    worst = max(float(np.abs(w).max()) / tol for w, tol in zip(scaled32, tolerance, strict=True))
+
+def _rows_to_redo(
+    out: np.ndarray,
+    framed: np.ndarray,
+    window: np.ndarray,
+    scaled: np.ndarray,
+    tolerance: list[float],
+    config: ReassignedConfig,
+) -> np.ndarray:
+    """Frames the fast path may have got wrong, for the exact path. A bin's correction error is below
+    FFT_ERROR·eps32·max|w|·Σ|x| / |S_h| (S_h is exact), so rows holding a bin above the threshold with
+    |S_h| < limit = FFT_ERROR·eps32·max|w|·Σ|x| / tolerance could exceed the allowance; also |S_h| < TINY
+    (float32 range, CLAMP) and Σ|x|·max|w| > HUGE_L1 (float32 overflow)."""
+    count, n_fft = framed.shape
+    hop = config.hop_length
+    signal = np.lib.stride_tricks.as_strided(  # the 1-D signal the frames view
+        framed, shape=((count - 1) * hop + n_fft,), strides=(framed.strides[1],), writeable=False
+    )
     l1 = _frame_l1(signal, n_fft, hop, count)
-    limits = np.maximum(l1 * (FFT_ERROR * EPS32 * worst), TINY).astype(np.float32)
-    loud = l1 * max(float(np.abs(scaled32).max()), float(np.abs(window).max())) > HUGE_L1
+    worst = max(float(np.abs(w).max()) / tol for w, tol in zip(scaled, tolerance, strict=True))
+    limits = np.clip(l1 * (FFT_ERROR * EPS32 * worst), TINY, 1e30).astype(np.float32)
+    loud = ~(l1 * max(float(np.abs(scaled).max()), float(np.abs(window).max())) <= HUGE_L1)
+    threshold = config.ref_power**0.5 if config.ref_power > 0 else None
     checked = np.flatnonzero(limits > (0.0 if threshold is None else threshold))
     mags = out[checked, 2]
     suspect = mags < limits[checked, None]
     if threshold is not None:
-        suspect &= ~(mags < threshold)  # as the threshold was applied
-    redo = np.union1d(checked[suspect.any(axis=1)], np.flatnonzero(loud))
+        suspect &= ~(mags < threshold)  # above the threshold, as compared in the fast path
+    return np.union1d(checked[suspect.any(axis=1)], np.flatnonzero(loud))
+
+
+def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
+    """(frames, 3, n_fft // 2 + 1) float32: planes [reassigned frequency (Hz), reassigned time (s), magnitude],
+    equal to the transposed `librosa.reassigned_spectrogram(y=wave, sr=sample_rate, n_fft=..., hop_length=...,
+    win_length=..., window=..., center=..., reassign_frequencies=..., reassign_times=..., ref_power=...,
+    fill_nan=..., clip=..., pad_mode=...)`: the magnitudes and the NaN (or filled) positions exactly, the
+    frequencies and times within REL_TOL of the plane's scale (module docstring)."""
+    y = check_wave(wave, config.n_fft)
+    sr, n_fft = config.sample_rate, config.n_fft
+    framed = frames(y, config)  # float32 (frames, n_fft) view of the (padded) signal
+    bin_freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)  # float64 (bins,)
+    frame_times = librosa.frames_to_time(
+        np.arange(framed.shape[0]),
+        sr=sr,
+        hop_length=config.hop_length,
+        n_fft=None if config.center else n_fft,
+    )  # float64 (frames,)
+    window = stft_window(config)
+    rows = [window]  # float64 windows of the exact path: h, dh?, th?
+    scaled = []  # float32 windows of the fast path: dh·sr/(2π)?, th/sr?
+    tolerance = []  # per scaled window: its plane's error allowance
+    if config.reassign_frequencies:
+        rows.append(librosa.util.cyclic_gradient(window))  # periodic window: cyclic derivative
+        scaled.append(rows[-1] * (0.5 * sr / np.pi))
+        tolerance.append(REL_TOL * sr / 2.0)
+    if config.reassign_times:
+        rows.append(window * _window_times(n_fft))
+        scaled.append(rows[-1] / sr)
+        tolerance.append(REL_TOL * max(float(np.abs(frame_times).max()), n_fft / (2.0 * sr)))
+    scaled32 = np.stack(scaled).astype(np.float32)
+
+    # float32 overflow, 0/0 and 1/0 in rows that are then redone exactly
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        out = _fast_planes(framed, window, scaled32, bin_freqs, frame_times, config, y.shape[-1])
+    redo = _rows_to_redo(out, framed, window, scaled32, tolerance, config)
     if redo.size:
-        out[redo] = _exact_planes(framed[redo], windows, bin_freqs, frame_times[redo], config, y.shape[-1])
+        out[redo] = _exact_planes(
+            framed[redo], np.stack(rows), bin_freqs, frame_times[redo], config, y.shape[-1]
+        )
     return out
 
 

@@ -1,3 +1,4 @@
+import importlib
 import warnings
 
 import librosa
@@ -9,6 +10,7 @@ import features as F
 from features.reassigned import PLANES
 
 TOLERANCE = 1e-4  # on finite values: max abs error relative to the plane's largest finite value
+MODULE = importlib.import_module("features.reassigned")  # `features.reassigned` is the function
 
 
 def read(real_data, folder, name="p232_002.wav"):
@@ -33,6 +35,8 @@ def assert_matches_librosa(wave, cfg):
     ours = F.reassigned(wave, cfg)
     ref = librosa_planes(wave, cfg)
     assert ours.dtype == np.float32 and ours.shape == (ref[0].shape[0], 3, cfg.n_fft // 2 + 1)
+    assert ours.flags.c_contiguous
+    assert np.array_equal(ours[:, 2], ref[2]), "magnitudes differ from librosa's"
     for index, name in enumerate(PLANES):
         got, want = ours[:, index], ref[index]
         assert np.array_equal(np.isnan(got), np.isnan(want)), f"{name}: NaN positions differ"
@@ -95,6 +99,78 @@ def test_digital_silence_gives_librosas_zero_division_nans(real_data):
     assert np.isnan(ours[:, 0]).any() and np.isnan(ours[:, 1]).any()
     assert_matches_librosa(wave, F.ReassignedConfig(ref_power=0.0, fill_nan=True))
     assert_matches_librosa(wave, F.ReassignedConfig(center=True, fill_nan=False))
+
+
+def test_digital_silence_under_the_threshold_is_filled(real_data):
+    # S_h == 0 below a positive threshold: 1/|S_h|² must still come out 0 (fill) or NaN (no fill)
+    wave = read(real_data, "noisy_testset_wav", "p232_263.wav").copy()
+    wave[8000:12000] = 0.0
+    ours, _ = assert_matches_librosa(wave, F.ReassignedConfig())
+    assert not np.isnan(ours).any()
+    assert_matches_librosa(wave, F.ReassignedConfig(fill_nan=False))
+
+
+@pytest.mark.parametrize("name", ["inversion-preset", "no-fill", "n_fft-256-no-fill", "times-only"])
+def test_float32_path_alone_is_within_tolerance(real_data, monkeypatch, name):
+    # no row sent to the exact path for accuracy: the float32 corrections alone meet the tolerance
+    monkeypatch.setattr(MODULE, "REL_TOL", np.inf)
+    calls = []
+    exact = MODULE._exact_planes
+    monkeypatch.setattr(
+        MODULE, "_exact_planes", lambda framed, *a: calls.append(len(framed)) or exact(framed, *a)
+    )
+    for folder in ("clean_testset_wav", "noisy_testset_wav"):
+        assert_matches_librosa(read(real_data, folder), CONFIGS[name])
+    assert not calls
+
+
+@pytest.mark.parametrize("name", ["inversion-preset", "no-fill", "centred", "clip", "odd-n_fft-no-fill"])
+def test_exact_path_everywhere_is_librosa_bit_for_bit(real_data, monkeypatch, name):
+    # with no error allowance every row holding a bin above the threshold takes the exact path; rows without
+    # one hold only filled values or NaN: the whole output is librosa's, rounded to float32, bit for bit
+    monkeypatch.setattr(MODULE, "REL_TOL", 1e-300)
+    wave = read(real_data, "noisy_testset_wav")
+    cfg = CONFIGS[name]
+    ours = F.reassigned(wave, cfg)
+    ref = np.stack(librosa_planes(wave, cfg), axis=1).astype(np.float32)
+    assert np.array_equal(ours, ref, equal_nan=True)
+
+
+def test_fast_path_rows_sent_to_the_exact_path_are_few(real_data, monkeypatch):
+    calls = []
+    exact = MODULE._exact_planes
+    monkeypatch.setattr(
+        MODULE, "_exact_planes", lambda framed, *a: calls.append(len(framed)) or exact(framed, *a)
+    )
+    wave = np.concatenate(
+        [read(real_data, "clean_testset_wav", name) for name in ("p232_002.wav", "p232_246.wav")]
+    )
+    out = F.reassigned(wave, F.PRESETS["reassigned-inversion"])
+    assert sum(calls) < 0.05 * out.shape[0]
+
+
+@pytest.mark.parametrize(
+    "scale, cfg",
+    [
+        (1e25, F.ReassignedConfig(fill_nan=False)),  # float32 products would overflow: exact path
+        (1e25, F.ReassignedConfig()),
+        (1e-20, F.ReassignedConfig(ref_power=0.0, fill_nan=False)),  # |S_h|² below float32's normal range
+        (1e-20, F.ReassignedConfig(ref_power=1e-45)),
+    ],
+)
+def test_extreme_levels_match_librosa(real_data, scale, cfg):
+    wave = read(real_data, "clean_testset_wav") * np.float32(scale)
+    assert np.isfinite(wave).all() and (wave != 0).any()
+    assert_matches_librosa(wave, cfg)
+
+
+def test_strided_input_and_hop_not_dividing_n_fft(real_data):
+    wave = read(real_data, "noisy_testset_wav")
+    strided = wave[::2]  # a float32 view with a stride of two samples
+    cfg = F.ReassignedConfig(n_fft=64, win_length=64, hop_length=48, fill_nan=False)
+    assert np.array_equal(F.reassigned(strided, cfg), F.reassigned(strided.copy(), cfg), equal_nan=True)
+    assert_matches_librosa(strided, cfg)
+    assert_matches_librosa(strided, F.ReassignedConfig(center=True, fill_nan=False))
 
 
 def test_planes_mean_what_they_say():
