@@ -44,10 +44,10 @@ from pipelines.mixing import (  # noqa: E402
     source_audio_config,
 )
 from pipelines.pairs import given_pairs_shard, given_pairset_name, plan_given_pairs  # noqa: E402
-from pipelines.reports import FeaturesReport, IngestReport, PairsReport, summarize  # noqa: E402
+from pipelines.reports import EvaluateReport, FeaturesReport, IngestReport, PairsReport, summarize  # noqa: E402
 from pipelines.runner import auto_shard_size, dask_runner, ensure_prefect_api, run_shards  # noqa: E402
 from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
-from stores.config import parse_name, parse_positive_int, parse_range  # noqa: E402
+from stores.config import parse_choice, parse_name, parse_positive_int, parse_range  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
 from stores.locks import run_lock  # noqa: E402
 from stores.store import open_store, redact  # noqa: E402
@@ -338,6 +338,109 @@ def run_features(args) -> FeaturesReport:
     )
 
 
+# ---------------------------------------------------------------------------------------------- evaluate
+
+
+@task(name="metrics-shard", retries=2, retry_delay_seconds=2)
+def metrics_task(store_root, run, shard, rows):
+    from training.evaluate import metrics_shard
+
+    return metrics_shard(open_store(store_root, create=False), run, shard, rows)
+
+
+@flow(name="evaluate")
+def evaluate_flow(
+    store: str,
+    version: str,
+    pairset: str,
+    split: str = "test",
+    reconstruction: str = "auto",
+    plots: str | None = None,
+    plot_ids: list[str] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> EvaluateReport:
+    """Enhance a pair set's split in this process (the model loaded once, on its device) while Dask workers
+    compute each finished shard's metrics; everything goes under a new run id."""
+    from training.evaluate import Enhancer, EvalRun, enhance_shard, new_run_id, plan_evaluation
+
+    started = time.perf_counter()
+    st = open_store(store, create=False)
+    enhancer = Enhancer(st, version, reconstruction, device)
+    run = EvalRun(
+        new_run_id(), version, enhancer.row["architecture"], pairset, split, enhancer.reconstruction
+    )
+    shards = plan_evaluation(st, pairset, split)
+    futures = []
+    with tqdm(
+        total=sum(len(s.items) for s in shards), desc=f"evaluate {version}", unit="utt", disable=not progress
+    ) as bar:
+        for shard in shards:
+            rows = enhance_shard(st, run, enhancer, shard)
+            futures.append(metrics_task.submit(st.root, run, shard, rows))
+            bar.update(len(rows))
+    for future in futures:
+        future.result()
+    written = write_plots(st, run, plots, plot_ids) if plots else []
+    return EvaluateReport(run.run_id, version, pairset, split, st, written, time.perf_counter() - started)
+
+
+def write_plots(st, run, folder: str, plot_ids: list[str] | None) -> list[str]:
+    """One PNG per utterance asked for (default: the first three): clean / input / enhanced spectrograms."""
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    from training.results import plot_spectrograms
+
+    rows = {
+        r["utterance_id"]: r
+        for r in st.read_table("predictions", filter=ds.field("run_id") == run.run_id).to_pylist()
+    }
+    ids = plot_ids or sorted(rows)[:3]
+    unknown = [u for u in ids if u not in rows]
+    if unknown:
+        raise NotFoundError(
+            f"Expected utterances of run {run.run_id} to plot. Got unknown {unknown} instead."
+        )
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    written = []
+    for uid in ids:
+        row = rows[uid]
+        enhanced = np.asarray(
+            st.arrays[f"{row['array']}/wave"][row["offset"] : row["offset"] + row["num_samples"]]
+        )
+        clean, noisy = st.audio(run.pairset, uid, "clean"), st.audio(run.pairset, uid, "input")
+        path = Path(folder) / f"{run.run_id}-{uid}.png"
+        plot_spectrograms(clean, noisy, enhanced, path, title=f"{run.version} on {uid}")
+        written.append(str(path))
+    return written
+
+
+def run_evaluate(args) -> EvaluateReport:
+    from training.evaluate import RECONSTRUCTIONS
+    from training.inference import model_row
+    from training.trainer import resolve_device
+
+    parse_choice(args.reconstruction, RECONSTRUCTIONS, "--reconstruction")
+    device = resolve_device(args.device)
+    st = open_store(args.store, create=False)
+    model_row(st, args.model_version)  # a version that does not exist fails before any server starts
+    runner = dask_runner(args.workers, args.dask_address, args.threads)
+    ensure_prefect_api()
+    plot_ids = [u.strip() for u in args.plot_ids.split(",") if u.strip()] if args.plot_ids else None
+    return evaluate_flow.with_options(task_runner=runner)(
+        store=args.store,
+        version=args.model_version,
+        pairset=args.pairs,
+        split=args.split,
+        reconstruction=args.reconstruction,
+        plots=args.plots,
+        plot_ids=plot_ids,
+        device=str(device),
+        progress=not args.quiet,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- command line
 
 
@@ -460,6 +563,31 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run of this config")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ev = sub.add_parser("evaluate", help="enhance a pair set with a model version; metrics under a new run")
+    _add_common(ev)
+    ev.add_argument("--model-version", required=True, help="a trained model version")
+    ev.add_argument("--pairs", required=True, help="the pair set to enhance")
+    ev.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    ev.add_argument(
+        "--reconstruction", default="auto", help="auto, noisy-phase or griffin-lim (magnitude models)"
+    )
+    ev.add_argument("--plots", default=None, help="a folder for clean/input/enhanced spectrogram PNGs")
+    ev.add_argument(
+        "--plot-ids", default=None, help="comma-separated utterance ids to plot (default: first 3)"
+    )
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_dask(ev)
+
+    res = sub.add_parser("results", help="metrics per group: mean, median, 95%% CI, improvement over noisy")
+    _add_common(res)
+    res.add_argument(
+        "--group-by", default="model,model_version,pairset,split", help="comma-separated columns"
+    )
+    res.add_argument("--where", default=None, help="a filter, e.g. \"split == 'test' and model != 'noisy'\"")
+    res.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    res.add_argument("--plot", default=None, help="a PNG comparing the groups")
+    res.add_argument("--metric", default="pesq_wb", help="the metric to plot (default pesq_wb)")
+
     verify = sub.add_parser("verify", help="check every committed piece of the store (exit 1 on any problem)")
     _add_common(verify)
     verify.add_argument("--repair", action="store_true", help="remove leftovers, recompute damaged shards")
@@ -538,6 +666,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    for line in run_evaluate(args).lines():
+        print(line)
+    return 0
+
+
+def cmd_results(args) -> int:
+    from training.results import format_table, plot_results, summarize
+
+    st = open_store(args.store, create=False)
+    group_by = tuple(c.strip() for c in args.group_by.split(",") if c.strip())
+    table = summarize(st.table("metrics"), group_by=group_by, where=args.where)
+    print(format_table(table, args.format))
+    if args.plot:
+        print(f"plot: {plot_results(table, args.plot, args.metric)}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     from pipelines.repair import repair
     from stores.verify import verify_store
@@ -603,6 +749,8 @@ COMMANDS = {
     "features": cmd_features,
     "verify": cmd_verify,
     "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "results": cmd_results,
     "download": cmd_download,
     "demo": cmd_demo,
 }

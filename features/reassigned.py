@@ -10,23 +10,24 @@ in cache-sized blocks (BLOCK_VALUES), with the work split by what each STFT deci
   computes it (float32 samples times the float64 window, numpy's float64 real FFT, rounded to complex64),
   so the magnitudes are librosa's bit for bit and the threshold is the same float32 comparison on the same
   values: those positions are librosa's by construction, not within a tolerance.
-* S_dh and S_th only enter the corrections, so they are computed in float32 with scipy.fft (about 1.6
-  times faster than numpy's float64 FFT with its float64 window product), with sr/(2π) and 1/sr folded
-  into their windows and the conjugate taken by the transform itself (ihfft). With v = S_h/|S_h|² (one
+* S_dh and S_th only enter the corrections, so they are computed in float32 with scipy.fft (window
+  product and FFT about 1.8 times faster than numpy's float64 ones), with sr/(2π) and 1/sr folded into
+  their windows and the conjugate taken by the transform itself (ihfft). With v = S_h/|S_h|² (one
   complex-by-real product) the corrections are Im(conj(S_dh')·v) and Re(conj(S_th')·v): one complex
-  product per plane and no division. The threshold is applied to 1/|S_h|²: 0 below it with fill_nan (the
-  correction vanishes, the plane holds the bin frequency or frame time exactly), NaN without.
-* The float32 FFT's error is absolute (on the scale of the frame), so it can matter where |S_h| is small.
-  With Σ|x| ≤ sqrt(n_fft·Σx²) over the frame, a bin's correction error is below
-  FFT_ERROR·eps32·max|w|·Σ|x| / |S_h|; rows holding a bin above the threshold where that could exceed
-  REL_TOL of the plane's scale (sr/2, the last frame time), or with |S_h| < TINY (float32 range), or
-  frames loud enough for float32 to overflow, are recomputed with the exact path (`_exact_planes`,
-  librosa's operations on librosa's dtypes). On 60 s of speech with the default config that is about 1%
-  of the rows. FFT_ERROR is 2: the largest ratio measured on speech (scipy's pocketfft, n_fft 80..512) is
-  0.94 of that bound.
+  product for both planes and no division. The threshold is applied to 1/|S_h|²: 0 below it with fill_nan
+  (the correction vanishes and the plane holds the bin frequency or frame time exactly), NaN without.
+* The float32 FFT's error is absolute, on the scale of the frame, so it matters where |S_h| is small: it
+  is at most FFT_ERROR·eps32·max|w|·sqrt(n_fft·Σx²) (Σx² over the frame) divided by |S_h| in the
+  correction. Rows holding a bin above the threshold where that could exceed REL_TOL of the plane's scale
+  (sr/2; the last frame time), or with |S_h| < TINY (float32 range), or frames loud enough for float32 to
+  overflow, are recomputed with the exact path (`_exact_planes`: librosa's operations on librosa's dtypes).
+  That is about 1% of the rows for 60 s of speech with the default config. FFT_ERROR = 2 is a margin over
+  the largest ratio measured (scipy's pocketfft; clean and noisy speech, n_fft 80 to 1024): 0.83. The
+  float32 products after the FFT add relative errors of a few eps, as librosa's own complex64 division
+  does.
 
 So the magnitude plane and the NaN/filled positions equal librosa's exactly; frequencies and times are
-within REL_TOL (3e-5) of the plane's scale by the bound above, ~1e-6 in practice (float32 rounding).
+within ~REL_TOL (3e-5) of the plane's scale by the bound above, and about 1e-6 measured on speech.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bi
 # Values per block (frames × n_fft): a block's float64 frames are 512 KiB; its buffers stay in cache
 # (measured: flat between 2**15.5 and 2**16.5 on 60 s of speech, slower outside).
 BLOCK_VALUES = 1 << 16
-FFT_ERROR = 2.0  # bound on |float32 FFT error| / (eps32 · max|w| · sqrt(n_fft · Σx²)); measured max 0.94
+FFT_ERROR = 2.0  # bound on |float32 FFT error| / (eps32 · max|w| · sqrt(n_fft · Σx²)); measured max 0.83
 REL_TOL = 3e-5  # fast-path error allowed, relative to sr/2 (frequency) or the last frame time (time)
 TINY = 1e-15  # |S_h| below this (and above the threshold): float32 range or CLAMP matter; exact path
 CLAMP = np.float32(2.0**-126)  # added to |S_h|² (fill_nan): 1/|S_h|² finite where S_h == 0; exact above
@@ -216,10 +217,11 @@ def _rows_to_redo(
     tolerance: list[float],
     config: ReassignedConfig,
 ) -> np.ndarray:
-    """Frames the fast path may have got wrong, for the exact path. A bin's correction error is below
-    FFT_ERROR·eps32·max|w|·Σ|x| / |S_h| (S_h is exact), so rows holding a bin above the threshold with
-    |S_h| < limit = FFT_ERROR·eps32·max|w|·Σ|x| / tolerance could exceed the allowance; also |S_h| < TINY
-    (float32 range, CLAMP) and Σ|x|·max|w| > HUGE_L1 (float32 overflow)."""
+    """Frames the fast path may have got wrong, for the exact path. With L = sqrt(n_fft·Σx²) ≥ Σ|x| over
+    the frame, a bin's correction error is below FFT_ERROR·eps32·max|w|·L / |S_h| (S_h is exact), so rows
+    holding a bin above the threshold with |S_h| < FFT_ERROR·eps32·max|w|·L / tolerance (the worst of the
+    scaled windows) could exceed the allowance; also |S_h| < TINY (float32 range, CLAMP) and
+    L·max|w| > HUGE_L1 (float32 overflow)."""
     count, n_fft = framed.shape
     hop = config.hop_length
     signal = np.lib.stride_tricks.as_strided(  # the 1-D signal the frames view

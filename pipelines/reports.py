@@ -111,3 +111,33 @@ class FeaturesReport:
             f"({self.added.seconds / 3600:.3f} h of pairs, {rate:.0f} audio s per wall s)",
             f'stored {self.stored_bytes / 2**20:.1f} MiB; read with stores.open_store(ROOT).features("{self.feature_id}")',
         ]
+
+
+@dataclass
+class EvaluateReport:
+    run_id: str
+    version: str
+    pairset: str
+    split: str
+    store: object
+    plots: list[str]
+    seconds: float
+
+    def lines(self) -> list[str]:
+        import pyarrow.dataset as ds
+
+        from training.results import format_table, summarize
+
+        data = self.store.table("metrics").to_table(filter=ds.field("run_id") == self.run_id)
+        table = summarize(data, group_by=("model",), metrics=("snr", "si_snr", "pesq_wb", "stoi", "estoi"))
+        keep = [
+            c for c in table.column_names if c == "model" or c.endswith("_mean") or c.endswith("_delta_mean")
+        ]
+        out = [
+            f"run {self.run_id}: model {self.version} on {self.pairset}/{self.split}, "
+            f"{data.num_rows // 2} utterances, {self.seconds:.1f} s",
+            format_table(table.select(keep), "table"),
+        ]
+        if self.plots:
+            out.append(f"spectrogram plots: {', '.join(self.plots)}")
+        return out

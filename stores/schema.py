@@ -128,6 +128,24 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("created_at", TS),
         ]
     ),
+    # one row per (evaluation run, utterance): where the run's enhanced waveform and spectrogram live
+    "predictions": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("model_version", pa.string()),
+            ("pairset", pa.string()),
+            ("split", pa.string()),
+            ("utterance_id", pa.string()),
+            ("array", pa.string()),  # group with `wave` (and `spec`) arrays
+            ("offset", pa.int64()),
+            ("num_samples", pa.int64()),
+            ("frame_offset", pa.int64()),
+            ("num_frames", pa.int64()),
+            ("reconstruction", pa.string()),
+            ("shard", pa.string()),
+            ("created_at", TS),
+        ]
+    ),
     "metrics": pa.schema(
         [
             ("run_id", pa.string()),
@@ -142,6 +160,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("stoi", pa.float64()),
             ("estoi", pa.float64()),
             ("created_at", TS),
+            ("notes", pa.string()),  # JSON {metric: why it is null}, e.g. PESQ's refusals
         ]
     ),
 }

@@ -19,8 +19,10 @@ def model_row(store, version: str) -> dict:
     rows = store.read_table("models", filter=ds.field("model_version") == version).to_pylist()
     if not rows:
         known = store.read_table("models", columns=["model_version"])["model_version"].to_pylist()
-        raise NotFoundError(f"Expected a trained model version ({', '.join(sorted(known)) or 'none stored'}). "
-                            f"Got {version!r} instead.")
+        raise NotFoundError(
+            f"Expected a trained model version ({', '.join(sorted(known)) or 'none stored'}). "
+            f"Got {version!r} instead."
+        )
     return rows[0]
 
 

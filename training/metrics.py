@@ -22,7 +22,8 @@ stops an evaluation run. The policies:
 - **PESQ refusals** (under 0.25 s, no utterance detected, any other `pesq` error): `None` with the reason.
 - **Too short for STOI**: pystoi needs 30 frames of 25.6 ms (≈ 0.4 s) of speech left after it drops silent
   frames; on less it warns and returns the sentinel 1e-5, which is not a score. We return `None` with the
-  reason instead of storing 1e-5.
+  reason instead of storing 1e-5 (the warning is caught with `warnings.catch_warnings`, which is
+  process-global: run metric workers as processes, or accept a rare misattributed warning between threads).
 - **Non-finite estimate** (NaN or ±inf samples, e.g. a diverged model): every metric `None`, reason
   "non-finite estimate".
 - **Bad input** (not 1-D, different lengths, empty, a non-finite reference, wide-band PESQ at a rate other

@@ -21,7 +21,8 @@ Pairs where either value is null or infinite are left out of the delta.
 
 `where` is a small filter language, parsed (never evaluated) into a `pyarrow.compute` expression:
 `col == 'x'`, `!=`, `<`, `<=`, `>`, `>=` against a quoted string or a number, `col in ('a', 'b')`, joined by
-`and` / `or` (`and` binds tighter) with parentheses, e.g. `model in ('crn', 'dccrn') and (snr > 0 or split ==
+`and` / `or` (`and` binds tighter) with parentheses; a timestamp column compares with a quoted ISO 8601 time
+(UTC unless it says otherwise); as in SQL a comparison with a null value is false. E.g. `model in ('crn', 'dccrn') and (snr > 0 or split ==
 'test')`.
 """
 
@@ -32,7 +33,9 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -61,6 +64,7 @@ STATS = (
     "delta_ci_high",
 )
 GROUP_BY_METADATA = b"specstore.group_by"
+MAX_NESTING = 32
 FILTER_EXAMPLE = "Expected a filter like model == 'crn' and split == 'test'"
 
 # ---------------------------------------------------------------------------------------------- where
@@ -116,8 +120,9 @@ class _FilterParser:
             self.tokens.append((kind, value))  # type: ignore[arg-type]
             pos = m.end()
         self.pos = 0
+        self.depth = 0
 
-    def fail(self, why: str):
+    def fail(self, why: str) -> NoReturn:
         raise ConfigError(
             f"{FILTER_EXAMPLE} (columns: {', '.join(self.schema.names)}). Got {self.text!r} ({why}) instead."
         )
@@ -158,8 +163,12 @@ class _FilterParser:
     def atom(self) -> pc.Expression:
         if self.peek() == ("op", "("):
             self.take()
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                self.fail(f"more than {MAX_NESTING} nested parentheses")
             expr = self.disjunction()
             self.take("op", ")")
+            self.depth -= 1
             return expr
         _, column = self.take("word")
         if column not in self.schema.names:
@@ -175,24 +184,42 @@ class _FilterParser:
                     break
                 values.append(self.literal(column, ctype))
             self.take("op", ")")
-            value_type = ctype.value_type if pa.types.is_dictionary(ctype) else ctype
-            return pc.field(column).isin(pa.array(values, type=value_type))
+            if _is_number(ctype):
+                value_set = pa.array([float(v) for v in values], type=pa.float64())
+            elif pa.types.is_timestamp(ctype):
+                value_set = pa.array([v.as_py() for v in values], type=ctype)
+            else:
+                value_set = pa.array(values, type=pa.string())
+            return pc.field(column).isin(value_set)
         if op not in _COMPARE:
             self.fail(f"{op!r} is not a comparison (==, !=, <, <=, >, >=, in)")
         return _COMPARE[op](pc.field(column), self.literal(column, ctype))
 
-    def literal(self, column: str, ctype: pa.DataType) -> str | float | int:
+    def literal(self, column: str, ctype: pa.DataType) -> str | float | int | pa.Scalar:
         kind, raw = self.take()
         if kind == "string" and _is_text(ctype):
             return raw[1:-1]
+        if kind == "string" and pa.types.is_timestamp(ctype):
+            try:
+                when = datetime.fromisoformat(raw[1:-1])
+            except ValueError:
+                self.fail(f"column {column!r} compares with an ISO 8601 time, not {raw}")
+            return pa.scalar(when.replace(tzinfo=UTC) if when.tzinfo is None else when, type=ctype)
         if kind == "number" and _is_number(ctype):
             value = float(raw)
             if not math.isfinite(value):
                 self.fail(f"{raw} is not a finite number")
             return int(value) if pa.types.is_integer(ctype) and value.is_integer() else value
-        want = "a quoted string" if _is_text(ctype) else "a number" if _is_number(ctype) else "nothing"
-        self.fail(f"column {column!r} ({ctype}) compares with {want}, not {raw!r}")
-        raise AssertionError  # unreachable
+        want = (
+            "a quoted string"
+            if _is_text(ctype)
+            else "a number"
+            if _is_number(ctype)
+            else "a quoted ISO 8601 time"
+            if pa.types.is_timestamp(ctype)
+            else "nothing"
+        )
+        self.fail(f"column {column!r} ({ctype}) compares with {want}, not {raw}")
 
 
 def parse_where(text: str, schema: pa.Schema) -> pc.Expression:
@@ -287,8 +314,7 @@ def _float_column(values: np.ndarray) -> pa.Array:
 
 def _read(data: ds.Dataset | pa.Table, columns: list[str], expr: pc.Expression | None) -> pa.Table:
     if isinstance(data, pa.Table):
-        table = data.select(columns)
-        return table.filter(expr) if expr is not None else table
+        return (data.filter(expr) if expr is not None else data).select(columns)
     return data.to_table(columns=columns, filter=expr)
 
 

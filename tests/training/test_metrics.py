@@ -58,7 +58,8 @@ def test_real_pair_equals_the_reference_packages(pair, result):
     assert result.notes == {}
     assert result.pesq_wb == pesq.pesq(SR, clean, noisy, "wb")
     assert result.stoi == pystoi.stoi(clean, noisy, SR)
-    assert result.estoi == pystoi.stoi(clean, noisy, SR, extended=True)
+    # pystoi's ESTOI is not bit-reproducible itself (its np.sum varies in the last bit between calls)
+    assert result.estoi == pytest.approx(pystoi.stoi(clean, noisy, SR, extended=True), rel=1e-12, abs=0)
     assert result.snr == pytest.approx(_hand_snr(clean, noisy), rel=1e-12)
     assert result.si_snr == pytest.approx(_hand_si_snr(clean, noisy), rel=1e-12)
     # VoiceBank-DEMAND noisy inputs: plausible ranges (published test-set means: PESQ 1.97, STOI 0.921)
@@ -125,13 +126,20 @@ def test_short_signal_gives_none_for_pesq_and_stoi(pair):
     assert set(r.notes) == {"pesq_wb", "stoi", "estoi"}
 
 
-def test_pesq_refusal_inside_the_library_is_caught(pair):
-    # long enough for the pre-check, but nothing PESQ recognises as an utterance: the library raises
-    clean, _ = pair
-    tiny = np.zeros(SR)
-    tiny[100] = 1e-3
-    r = compute_metrics(tiny, clean[:SR])
-    assert r.pesq_wb is None and "PESQ refused" in r.notes["pesq_wb"]
+def test_pesq_refusal_inside_the_library_is_caught(pair, monkeypatch):
+    # inputs that pass the pre-checks but that the library refuses (hard to provoke on real speech)
+    import pesq
+
+    def refuse(*args, **kwargs):
+        raise pesq.NoUtterancesError(b"No utterances detected")
+
+    monkeypatch.setattr(pesq, "pesq", refuse)
+    clean, noisy = pair
+    r = compute_metrics(clean, noisy)
+    assert r.pesq_wb is None and r.notes == {
+        "pesq_wb": "PESQ refused: No utterances detected (NoUtterancesError)"
+    }
+    assert r.stoi is not None
 
 
 def test_stoi_on_30_frames_of_speech_is_computed(pair):

@@ -1,0 +1,252 @@
+"""Evaluation: enhance every utterance of a pair set's split with a trained model version, store the
+predictions under a new run (never replacing an older one), and compute per-utterance metrics for the model
+and for the unprocessed input (model `noisy`).
+
+The model's input features are computed from each pair's waveforms with the exact feature config the model
+was trained on, so any pair set can be evaluated (not only one with stored features). Reconstruction fits the
+model: noisy phase + iSTFT for magnitude models (Griffin-Lim on request), the complex output for DCCRN and
+complex U-Nets, the waveform itself for the reassigned inverter.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.dataset as ds
+import torch
+
+from features import compute_feature, config_from_dict, stft_tf
+from pipelines.featurize import MaskSource, pair_features
+from pipelines.ingest import Shard, committed_rows
+from stores.audio_index import PairReader
+from stores.config import parse_choice
+from stores.errors import NotFoundError
+from stores.store import Store, attrs_json, now_utc
+from training.inference import load_version
+
+BLOCK_FRAMES, OVERLAP_FRAMES = 3000, 200  # long utterances go through the model in overlapping blocks
+RECONSTRUCTIONS = ("auto", "noisy-phase", "griffin-lim")
+
+
+def new_run_id() -> str:
+    return f"run-{now_utc().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_in_blocks(
+    fn, x: torch.Tensor, block: int = BLOCK_FRAMES, overlap: int = OVERLAP_FRAMES
+) -> torch.Tensor:
+    """fn over (1, frames, ...) in overlapping blocks along time; each block keeps its centre (the overlap
+    gives the model context on both sides) and the pieces are concatenated."""
+    frames = x.shape[1]
+    if frames <= block:
+        return fn(x)
+    pieces, start = [], 0
+    while start < frames:
+        lo, hi = max(0, start - overlap), min(frames, start + block + overlap)
+        out = fn(x[:, lo:hi])
+        pieces.append(out[:, start - lo : start - lo + min(block, frames - start)])
+        start += block
+    return torch.cat(pieces, dim=1)
+
+
+class Enhancer:
+    """A trained model version ready to enhance whole utterances."""
+
+    def __init__(self, store: Store, version: str, reconstruction: str = "auto", device: str = "cpu") -> None:
+        parse_choice(reconstruction, RECONSTRUCTIONS, "--reconstruction")
+        self.model, self.normalizer, self.row = load_version(store, version, device)
+        spec = json.loads(store.features(self.row["feature_id"]).row["config_json"])
+        self.config = config_from_dict(spec["feature"])
+        self.mask = MaskSource(store, self.config)
+        self.device = torch.device(device)
+        self.reconstruction = "noisy-phase" if reconstruction == "auto" else reconstruction
+
+    @torch.no_grad()
+    def __call__(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """{input, clean, noise} -> (enhanced waveform as long as the input, enhanced spectrogram or None)."""
+        model, kind = self.model, self.model.input_kind
+        if kind == "reassigned":  # the inverter rebuilds the clean signal from its reassigned triple
+            triple = torch.from_numpy(compute_feature(signals["clean"], self.config))[None].to(self.device)
+            wave = model(triple)[0].float().cpu().numpy()
+            out = np.zeros_like(signals["clean"])
+            n = min(wave.shape[0], out.shape[0] - model.sample_offset)
+            out[model.sample_offset : model.sample_offset + n] = wave[:n]
+            return out, None
+        if model.output == "crm":  # DCCRN: its own STFT, complex mask, iSTFT
+            x = torch.from_numpy(signals["input"])[None].to(self.device)
+            spec = model.forward_spec(model.stft(x))
+            return model.istft(spec, x.shape[-1])[0].float().cpu().numpy(), spec[0].float().cpu().numpy()
+        return self._spectral(signals)
+
+    def _spectral(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        noisy_tf = stft_tf(signals["input"], self.config)  # (frames, bins) complex
+        if self.model.input_kind == "complex":
+            x = np.stack([noisy_tf.real, noisy_tf.imag], axis=1)
+        elif self.model.input_kind == "decomposed":
+            stored = pair_features(signals, self.config, self.mask)
+            from features import expand_decomposed
+
+            x = expand_decomposed(stored["input"], stored["levels"], self.config.n)
+        else:
+            x = np.abs(noisy_tf)
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(self.device)
+        out = run_in_blocks(lambda b: self.model(self.normalizer(b)), xt)[0].float().cpu().numpy()
+        if self.model.input_kind == "complex":
+            enhanced_tf = out[:, 0] + 1j * out[:, 1]
+        else:
+            magnitude = np.abs(noisy_tf) * out if self.model.output == "mask" else out
+            if self.reconstruction == "griffin-lim":
+                return self._griffin_lim(magnitude, signals["input"].shape[0]), magnitude
+            enhanced_tf = magnitude * np.exp(1j * np.angle(noisy_tf))
+        wave = self._istft(enhanced_tf, signals["input"].shape[0])
+        return wave, (np.abs(enhanced_tf) if self.model.input_kind != "complex" else out)
+
+    def _istft(self, tf: np.ndarray, length: int) -> np.ndarray:
+        import librosa
+
+        c = self.config
+        return librosa.istft(
+            tf.T,
+            hop_length=c.hop_length,
+            win_length=c.win_length,
+            n_fft=c.n_fft,
+            window=c.window,
+            center=c.center,
+            length=length,
+        ).astype(np.float32)
+
+    def _griffin_lim(self, magnitude: np.ndarray, length: int) -> np.ndarray:
+        import librosa
+
+        c = self.config
+        return librosa.griffinlim(
+            magnitude.T,
+            n_iter=64,
+            hop_length=c.hop_length,
+            win_length=c.win_length,
+            n_fft=c.n_fft,
+            window=c.window,
+            center=c.center,
+            length=length,
+            random_state=0,
+        ).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    run_id: str
+    version: str
+    architecture: str
+    pairset: str
+    split: str
+    reconstruction: str
+
+
+def plan_evaluation(store: Store, pairset: str, split: str) -> list[Shard]:
+    """Shards (one per pair shard) of the pair set's utterances in `split`."""
+    rows = committed_rows(
+        store,
+        "pairs",
+        "pairs",
+        "pairset",
+        pairset,
+        ["utterance_id", "split", "num_samples", "array", "offset", "roles", "corpus"],
+    )
+    rows = [r for r in rows if r["split"] == split]
+    if not rows:
+        raise NotFoundError(f"Expected {split} pairs in pair set {pairset!r}. Got none.")
+    by_shard: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: (r["shard"], r["offset"])):
+        by_shard.setdefault(row["shard"], []).append(row)
+    return [Shard(s, items) for s, items in sorted(by_shard.items())]
+
+
+def enhance_shard(store: Store, run: EvalRun, enhancer: Enhancer, shard: Shard) -> list[dict]:
+    """Enhance one shard's utterances and store the predictions; -> the `predictions` rows."""
+    group = f"predictions/{run.run_id}/{shard.shard_id}"
+    waves, specs, rows, offset, frame = [], [], [], 0, 0
+    now = now_utc()
+    for pair, signals in PairReader(store).signals(shard.items):
+        wave, spec = enhancer(signals)
+        frames = 0 if spec is None else spec.shape[0]
+        rows.append(
+            {
+                "run_id": run.run_id,
+                "model_version": run.version,
+                "pairset": run.pairset,
+                "split": run.split,
+                "utterance_id": pair["utterance_id"],
+                "array": group,
+                "offset": offset,
+                "num_samples": wave.shape[0],
+                "frame_offset": frame,
+                "num_frames": frames,
+                "reconstruction": run.reconstruction,
+                "shard": f"{run.run_id}-{shard.shard_id}",
+                "created_at": now,
+            }
+        )
+        waves.append(wave)
+        offset += wave.shape[0]
+        if spec is not None:
+            specs.append(spec.astype(np.float32))
+            frame += frames
+    lineage = attrs_json(
+        {
+            "kind": "predictions",
+            "run_id": run.run_id,
+            "model_version": run.version,
+            "pairset": run.pairset,
+            "split": run.split,
+            "reconstruction": run.reconstruction,
+        }
+    )
+    store.write_audio_array(f"{group}/wave", np.concatenate(waves), lineage)
+    if specs:
+        data = np.concatenate(specs)
+        store.write_array(
+            f"{group}/spec", data, lineage, (max(1, (1 << 20) // max(1, data[:1].nbytes)),), None
+        )
+    return rows
+
+
+def metrics_shard(store: Store, run: EvalRun, shard: Shard, rows: list[dict]) -> int:
+    """Metrics of the model's predictions and of the unprocessed inputs for one shard, then commit the
+    shard (its `metrics` part, after its `predictions` part)."""
+    from training.metrics import compute_metrics
+
+    predictions = {r["utterance_id"]: r for r in rows}
+    wave = np.asarray(store.arrays[f"{rows[0]['array']}/wave"][:])
+    out, now = [], now_utc()
+    for pair, signals in PairReader(store).signals(shard.items):
+        pred = predictions[pair["utterance_id"]]
+        enhanced = wave[pred["offset"] : pred["offset"] + pred["num_samples"]]
+        for model, version, estimate in (
+            ("noisy", None, signals["input"]),
+            (run.architecture, run.version, enhanced),
+        ):
+            result = compute_metrics(signals["clean"], estimate)
+            out.append(
+                {
+                    "run_id": run.run_id,
+                    "model": model,
+                    "model_version": version,
+                    "pairset": run.pairset,
+                    "split": run.split,
+                    "utterance_id": pair["utterance_id"],
+                    **result.values(),
+                    "notes": json.dumps(result.notes, sort_keys=True) if result.notes else None,
+                    "created_at": now,
+                }
+            )
+    part = f"{run.run_id}-{shard.shard_id}"
+    store.write_part("predictions", f"part-{part}", rows)
+    store.write_part("metrics", f"part-{part}", out)
+    return len(out)
+
+
+def run_metrics(store: Store, run_id: str) -> list[dict]:
+    return store.read_table("metrics", filter=ds.field("run_id") == run_id).to_pylist()
