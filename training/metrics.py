@@ -103,11 +103,13 @@ def _waveform(x: object, what: str) -> np.ndarray:
         raise ConfigError(
             f"Expected {what} as a non-empty 1-D real waveform. Got shape {a.shape} of {a.dtype} instead."
         )
-    return a.astype(np.float64, copy=False)
+    # float samples go to pesq/pystoi exactly as given (a float32 signal from the store scores the same as
+    # a direct call on it); integers become float64. SNR and SI-SNR cast to float64 themselves.
+    return a if np.issubdtype(a.dtype, np.floating) else a.astype(np.float64)
 
 
 def _pair(clean: object, estimate: object) -> tuple[np.ndarray, np.ndarray]:
-    """float64 copies of both; ConfigError on bad input, MetricUndefined on a non-finite estimate or a
+    """Both as arrays; ConfigError on bad input, MetricUndefined on a non-finite estimate or a
     silent reference."""
     s = _waveform(clean, "the clean reference")
     e = _waveform(estimate, "the estimate")
@@ -146,13 +148,13 @@ def _db(num: float, den: float, undefined: str) -> float:
 
 def snr(clean: np.ndarray, estimate: np.ndarray) -> float:
     """10·log10(Σs² / Σ(s−ŝ)²) in dB, float64; +inf for an exact estimate."""
-    s, e = _pair(clean, estimate)
+    s, e = (x.astype(np.float64) for x in _pair(clean, estimate))
     return _db(float(np.dot(s, s)), float(np.dot(s - e, s - e)), SILENT_REFERENCE)
 
 
 def si_snr(clean: np.ndarray, estimate: np.ndarray) -> float:
     """Scale-invariant SNR of DCCRN (Hu et al., 2020) in dB, float64; +inf for an exact (scaled) estimate."""
-    s, e = _pair(clean, estimate)
+    s, e = (x.astype(np.float64) for x in _pair(clean, estimate))
     s = s - s.mean()
     e = e - e.mean()
     energy = float(np.dot(s, s))
