@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import librosa
 import numpy as np
+import scipy.signal
 
 from features.config import ComplexConfig, MagnitudeConfig, register_feature
 from stores.errors import ConfigError
@@ -49,9 +49,14 @@ def check_wave(wave: Any, n_fft: int) -> np.ndarray:
 
 
 def stft_window(config: Any) -> np.ndarray:
-    """librosa's analysis window: `get_window(window, win_length, fftbins=True)` centred in n_fft (float64)."""
-    window = librosa.filters.get_window(config.window, config.win_length, fftbins=True)
-    return librosa.util.pad_center(window, size=config.n_fft)
+    """librosa's analysis window: `get_window(window, win_length, fftbins=True)` centred in n_fft (float64).
+
+    Built with scipy directly, exactly as `librosa.filters.get_window` + `librosa.util.pad_center` build it
+    for a window name: touching `librosa.filters` imports numba and compiles its kernels, 2-4 s in every
+    fresh worker process (measured in the features flow)."""
+    window = scipy.signal.get_window(config.window, config.win_length, fftbins=True)
+    left = (config.n_fft - window.shape[0]) // 2
+    return np.pad(window, (left, config.n_fft - window.shape[0] - left))
 
 
 def n_frames(n_samples: int, config: Any) -> int:
