@@ -44,7 +44,9 @@ def dask_runner(workers: int | None, dask_address: str | None, threads: bool = F
         kwargs = {"n_workers": 1, "threads_per_worker": n, "processes": False}
     else:
         kwargs = {"n_workers": n, "threads_per_worker": 1, "processes": True}
-    return DaskTaskRunner(cluster_kwargs={**kwargs, "dashboard_address": ":0"})  # any free port, never a clash
+    return DaskTaskRunner(
+        cluster_kwargs={**kwargs, "dashboard_address": ":0"}
+    )  # any free port, never a clash
 
 
 def auto_shard_size(scanned: int) -> int:

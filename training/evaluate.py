@@ -250,3 +250,33 @@ def metrics_shard(store: Store, run: EvalRun, shard: Shard, rows: list[dict]) ->
 
 def run_metrics(store: Store, run_id: str) -> list[dict]:
     return store.read_table("metrics", filter=ds.field("run_id") == run_id).to_pylist()
+
+
+def write_plots(st, run, folder: str, plot_ids: list[str] | None) -> list[str]:
+    """One PNG per utterance asked for (default: the first three): clean / input / enhanced spectrograms."""
+    from pathlib import Path
+
+    from training.results import plot_spectrograms
+
+    rows = {
+        r["utterance_id"]: r
+        for r in st.read_table("predictions", filter=ds.field("run_id") == run.run_id).to_pylist()
+    }
+    ids = plot_ids or sorted(rows)[:3]
+    unknown = [u for u in ids if u not in rows]
+    if unknown:
+        raise NotFoundError(
+            f"Expected utterances of run {run.run_id} to plot. Got unknown {unknown} instead."
+        )
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    written = []
+    for uid in ids:
+        row = rows[uid]
+        enhanced = np.asarray(
+            st.arrays[f"{row['array']}/wave"][row["offset"] : row["offset"] + row["num_samples"]]
+        )
+        clean, noisy = st.audio(run.pairset, uid, "clean"), st.audio(run.pairset, uid, "input")
+        path = Path(folder) / f"{run.run_id}-{uid}.png"
+        plot_spectrograms(clean, noisy, enhanced, path, title=f"{run.version} on {uid}")
+        written.append(str(path))
+    return written
