@@ -594,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     except SpecstoreError as exc:
         if args.debug:
             raise
-        print(f"specstore {args.verb}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever a library put in its message
+        print(f"specstore {args.verb}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"specstore {args.verb}: interrupted", file=sys.stderr)

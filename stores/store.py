@@ -175,9 +175,16 @@ def array_sha256(data: np.ndarray) -> str:
     return hashlib.sha256(data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
 
 
-def redact(url: str) -> str:
-    """A URL without its credentials (user:secret@host), for messages and logs."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
+def redact(text: str, url: str | None = None) -> str:
+    """`text` without credentials: any `scheme://user:secret@` userinfo, and every occurrence of the user
+    name and secret of `url` (libraries quote them in their own errors without the scheme)."""
+    text = re.sub(r"(?<=://)[^/@\s]*@", "***@", text)
+    if url:
+        match = re.match(r"^[a-z0-9+.-]+://([^/@\s]*)@", url, re.IGNORECASE)
+        for secret in match.group(1).split(":") if match else []:
+            if secret:
+                text = text.replace(secret, "***")
+    return text
 
 
 def _check_reachable(fs: fsspec.AbstractFileSystem, path: str, root: str) -> None:
@@ -185,7 +192,7 @@ def _check_reachable(fs: fsspec.AbstractFileSystem, path: str, root: str) -> Non
         fs.exists(path)
     except Exception as exc:  # any transport error: one clear line for the user
         raise ConfigError(
-            f"Expected a reachable store URL. Got {redact(root)!r} instead ({type(exc).__name__}: {redact(str(exc))})."
+            f"Expected a reachable store URL. Got {redact(root)!r} instead ({type(exc).__name__}: {redact(str(exc), root)})."
         ) from exc
 
 
@@ -202,7 +209,7 @@ def open_store(root: str | os.PathLike, create: bool = True, sample_rate: int | 
         fs, path = fsspec.core.url_to_fs(root)
     except (ImportError, ValueError) as exc:  # unknown protocol, or its filesystem package is not installed
         raise ConfigError(
-            f"Expected a store URL specstore can open. Got {redact(root)!r} instead ({exc})."
+            f"Expected a store URL specstore can open. Got {redact(root)!r} instead ({redact(str(exc), root)})."
         ) from None
     if _is_local(root):
         root = path = os.path.abspath(path)

@@ -57,7 +57,8 @@ def test_bad_input_is_one_line_exit_2(empty_store, argv, message, capsys):
 def test_unusable_store_url(store, capsys):
     assert main(["features", "--store", store, "--pairs", "p", "--kind", "magnitude"]) == 2
     err = capsys.readouterr().err
-    assert "store URL" in err and "Expected" in err and "SECRET" not in err
+    assert "Expected" in err and "store" in err and "SECRET" not in err and "user" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_missing_store_for_a_verb_that_reads_one(tmp_path, capsys):

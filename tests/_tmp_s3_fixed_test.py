@@ -1,0 +1,202 @@
+"""A store on S3 (a local moto server): the whole chain through the command line, ingest -> features ->
+train (-> evaluate once that verb exists), and the secret key never shows in any output or table."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "specstoreTestSecret-7f3a9c0e5b1d"  # distinctive: searched for in every output
+KEY_ID = "specstoreTestKeyId"
+BUCKET = "speech-bucket"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3 server on 127.0.0.1 with one bucket; this process and its children point at it through
+    the standard AWS environment variables (AWS_ENDPOINT_URL, no fsspec-specific settings)."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    import logging
+
+    import s3fs
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        # WORKAROUND, remove once open_store turns listing caches off (see test_parts_written_elsewhere...)
+        "FSSPEC_S3": '{"use_listings_cache": false}',
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    fs.mkdir(BUCKET)
+    yield fs
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+def _voicebank(real: Path, dest: Path, train: int = 6) -> Path:
+    """The real VoiceBank-DEMAND test pairs split over the corpus's train and test folders (the trainer
+    needs training pairs): the first `train` files as clean/noisy_trainset_28spk_wav, the rest as test."""
+    src, root = real / "voicebank-demand", dest / "VoiceBank-DEMAND"
+    for i, clean in enumerate(sorted((src / "clean_testset_wav").glob("*.wav"))):
+        part = "trainset_28spk" if i < train else "testset"
+        for kind in ("clean", "noisy"):
+            (root / f"{kind}_{part}_wav").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(
+                src / f"{kind}_testset_wav" / clean.name, root / f"{kind}_{part}_wav" / clean.name
+            )
+    return root
+
+
+def _run(outputs, *args, ok=True, timeout=600):
+    result = subprocess.run(
+        [sys.executable, "-m", "flows", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    outputs.append((args[0], result.stdout + result.stderr))
+    if ok:
+        assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _evaluate_args(store: str, version: str, pairset: str) -> list[str] | None:
+    """`specstore evaluate` arguments from its parser (the verb comes with another issue), or None."""
+    from flows import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._subparsers._group_actions if a.dest == "verb").choices
+    if "evaluate" not in verbs:
+        return None
+    options = {s for a in verbs["evaluate"]._actions for s in a.option_strings}
+    args = ["evaluate", "--store", store]
+    for names, value in (
+        (("--model", "--model-version", "--version"), version),
+        (("--pairs", "--pairset"), pairset),
+        (("--split",), "test"),
+    ):
+        name = next((n for n in names if n in options), None)
+        if name:
+            args += [name, value]
+    return args
+
+
+def test_the_chain_on_s3_and_the_secret_stays_secret(tmp_path, s3, prefect_api, real_data):
+    import pyarrow.parquet as pq
+
+    from stores import open_store
+    from stores.verify import verify_store
+
+    store, outputs = f"s3://{BUCKET}/store", []
+    source = _voicebank(real_data, tmp_path)
+    ingest = _run(outputs, "ingest", "--store", store, "--corpus", "voicebank-demand", "--source", source,
+                  "--workers", "2", "--quiet")  # fmt: skip
+    assert (
+        "11 utterances" in ingest.stdout
+        and "given pair set voicebank-demand-given: 11 pairs" in ingest.stdout
+    )
+    features = _run(outputs, "features", "--store", store, "--pairs", "voicebank-demand-given",
+                    "--kind", "magnitude", "--workers", "2", "--quiet")  # fmt: skip
+    feature_id = features.stdout.split()[2]
+    assert feature_id.startswith("magnitude-"), features.stdout
+    again = _run(outputs, "features", "--store", store, "--pairs", "voicebank-demand-given",
+                 "--kind", "magnitude", "--quiet")  # fmt: skip
+    assert "found" in again.stdout and feature_id in again.stdout
+    train = _run(outputs, "train", "--store", store, "--model", "crn", "--features", feature_id,
+                 "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--segment", "20",
+                 "--model-arg", "channels=[4,8,8,8,8]", "--quiet")  # fmt: skip
+    version = train.stdout.strip().splitlines()[-1]
+    assert version.startswith("crn-"), train.stdout
+    evaluate = _evaluate_args(store, version, "voicebank-demand-given")
+    if evaluate is not None:
+        _run(outputs, *evaluate)
+    else:
+        print("\nspecstore evaluate: no such verb yet; the chain stops at train")
+    verify = _run(outputs, "verify", "--store", store)
+    assert f"verify {store}: ok" in verify.stdout
+    # errors name the store without credentials, and without the secret
+    missing = _run(outputs, "verify", "--store", f"s3://no-such-bucket-{os.getpid()}/store", ok=False)
+    assert missing.returncode == 2 and "Expected" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    # the store, read back here
+    st = open_store(store, create=False)
+    assert verify_store(st) == []
+    assert st.table("utterances").count_rows() == 11 and st.table("pairs").count_rows() == 11
+    assert st.features(feature_id).read(st.features(feature_id).utterances()[0], "input").shape[1] == 257
+    models = st.read_table("models").to_pylist()
+    assert [m["model_version"] for m in models] == [version] and models[0]["feature_id"] == feature_id
+    assert s3.ls(f"{BUCKET}/store/checkpoints/{version}")
+
+    # the secret appears nowhere: command output, any object's bytes, any Parquet value
+    for verb, text in outputs:
+        assert SECRET not in text, f"the secret key is in the output of {verb}"
+    objects = s3.find(BUCKET)
+    parquet = [o for o in objects if o.endswith(".parquet")]
+    assert parquet and any(o.endswith("zarr.json") for o in objects)
+    for key in objects:
+        assert SECRET.encode() not in s3.cat_file(key), key
+    for key in parquet:
+        with s3.open(key, "rb") as handle:
+            table = pq.read_table(handle)
+        text = str(table.to_pylist()) + str(table.schema.metadata)
+        assert SECRET not in text and KEY_ID not in text, key
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open_store keeps s3fs's listing cache on: parts written by other processes (Dask workers) are "
+    "invisible to part_names() and read_table() fails with FileNotFoundError; fix: open remote stores "
+    "with use_listings_cache=False, then drop this mark and the FSSPEC_S3 workaround above",
+)
+def test_parts_written_elsewhere_are_seen(s3, monkeypatch):
+    import io
+
+    import fsspec.config
+    import pyarrow.parquet as pq
+    import s3fs
+
+    from stores import open_store
+    from stores.schema import rows_to_table
+
+    # without the workaround the default s3fs settings apply (as for a user with only AWS settings)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"use_listings_cache": False})
+    s3fs.S3FileSystem.clear_instance_cache()
+    st = open_store(f"s3://{BUCKET}/elsewhere")
+    st.write_part("rejects", "part-mine", [])
+    assert st.part_names("rejects") == ["part-mine"]
+    # another process (a Dask worker) commits a part: its own S3 client, nothing shared with this one
+    buffer = io.BytesIO()
+    pq.write_table(rows_to_table("rejects", []), buffer)
+    other = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+    other.pipe(f"{BUCKET}/elsewhere/tables/rejects/part-theirs.parquet", buffer.getvalue())
+    assert st.part_names("rejects") == ["part-mine", "part-theirs"]
+    assert st.read_table("rejects").num_rows == 0
