@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import librosa
 import numpy as np
 import scipy.fft
 
@@ -249,19 +248,17 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
     y = check_wave(wave, config.n_fft)
     sr, n_fft = config.sample_rate, config.n_fft
     framed = frames(y, config)  # float32 (frames, n_fft) view of the (padded) signal
-    bin_freqs = librosa.fft_frequencies(sr=sr, n_fft=n_fft)  # float64 (bins,)
-    frame_times = librosa.frames_to_time(
-        np.arange(framed.shape[0]),
-        sr=sr,
-        hop_length=config.hop_length,
-        n_fft=None if config.center else n_fft,
-    )  # float64 (frames,)
+    # librosa.fft_frequencies / frames_to_time / util.cyclic_gradient, written out: touching librosa's
+    # modules imports numba and compiles its kernels (seconds in every fresh worker process)
+    bin_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)  # float64 (bins,)
+    offset = 0 if config.center else n_fft // 2
+    frame_times = (np.arange(framed.shape[0]) * config.hop_length + offset).astype(int) / float(sr)
     window = stft_window(config)
     rows = [window]  # float64 windows of the exact path: h, dh?, th?
     scaled = []  # float32 windows of the fast path: dh·sr/(2π)?, th/sr?
     tolerance = []  # per scaled window: its plane's error allowance
     if config.reassign_frequencies:
-        rows.append(librosa.util.cyclic_gradient(window))  # periodic window: cyclic derivative
+        rows.append(np.gradient(np.pad(window, 1, mode="wrap"), edge_order=1)[1:-1])  # cyclic derivative
         scaled.append(rows[-1] * (0.5 * sr / np.pi))
         tolerance.append(REL_TOL * sr / 2.0)
     if config.reassign_times:
