@@ -7,19 +7,15 @@ many utterances that returns counts, never arrays. Tasks run through prefect-das
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-# Prefect and distributed log every task at INFO; the command line shows a progress bar and a summary
-# instead. Users who want the logs set PREFECT_LOGGING_LEVEL themselves.
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+import pipelines.runner  # noqa: F401  (first: it sets Prefect's and Dask's environment defaults)
 
+# isort: split
 from prefect import flow, task  # noqa: E402
 from prefect.futures import as_completed  # noqa: E402
 from tqdm import tqdm  # noqa: E402

@@ -9,11 +9,18 @@ from __future__ import annotations
 import math
 import os
 
-from prefect.futures import as_completed
-from tqdm import tqdm
+# Before Prefect or distributed are imported: they log every task at INFO (the command line shows a progress
+# bar and a summary instead), and the temporary server would try to send telemetry from a machine that may
+# have no network. Users who want the logs set PREFECT_LOGGING_LEVEL themselves.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from pipelines.ingest import ShardSummary
-from stores.config import parse_positive_int
+from prefect.futures import as_completed  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from pipelines.ingest import ShardSummary  # noqa: E402
+from stores.config import parse_positive_int  # noqa: E402
 
 
 def ensure_prefect_api() -> None:
