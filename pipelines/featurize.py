@@ -98,6 +98,20 @@ class FeatureShardResult:
     seconds: float = 0.0
 
 
+def committed_pairs(store: Store, pairset: str) -> list[dict]:
+    """The committed pair rows of a pair set, with what reading their signals needs."""
+    columns = ["utterance_id", "split", "num_samples", "array", "offset", "roles", "corpus"]
+    return committed_rows(store, "pairs", "pairs", "pairset", pairset, columns)
+
+
+def by_pair_shard(rows: list[dict]) -> dict[str, list[dict]]:
+    """Pair rows grouped by the shard that made them, each group in storage order."""
+    groups: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: (r["shard"], r["offset"])):
+        groups.setdefault(row["shard"], []).append(row)
+    return groups
+
+
 def plan_features(store: Store, pairset: str, config: FeatureConfig, codec: str = "lz4") -> FeaturePlan:
     parse_codec(codec)
     if config.sample_rate != store.sample_rate:
@@ -106,14 +120,7 @@ def plan_features(store: Store, pairset: str, config: FeatureConfig, codec: str 
         )
     if config.kind == "decomposed" and config.mask != ORACLE_IRM:
         check_mask_model(store, config)
-    rows = committed_rows(
-        store,
-        "pairs",
-        "pairs",
-        "pairset",
-        pairset,
-        ["utterance_id", "split", "num_samples", "array", "offset", "roles", "corpus"],
-    )
+    rows = committed_pairs(store, pairset)
     if not rows:
         raise NotFoundError(f"Expected a pair set with committed pairs. Got {pairset!r} instead (none).")
     fingerprint = pairs_fingerprint(rows)
@@ -123,9 +130,7 @@ def plan_features(store: Store, pairset: str, config: FeatureConfig, codec: str 
     if store.read_table("features", filter=ds.field("feature_id") == spec.feature_id).num_rows:
         return FeaturePlan(spec, [], True, len(rows))
     done = store.committed_shards("feature_frames")
-    by_shard: dict[str, list[dict]] = {}
-    for row in sorted(rows, key=lambda r: (r["shard"], r["offset"])):
-        by_shard.setdefault(row["shard"], []).append(row)
+    by_shard = by_pair_shard(rows)
     shards = [
         Shard(shard_name(spec, s), items)
         for s, items in sorted(by_shard.items())
@@ -194,11 +199,17 @@ def pair_features(signals: dict[str, np.ndarray], config: FeatureConfig, mask=No
 
 
 def _stat_sums(x: np.ndarray) -> np.ndarray:
-    """[count, sum, sum of squares] per (channel, bin) over frames, NaN-aware (reassigned may hold NaN)."""
-    x = x.astype(np.float64)
-    finite = np.isfinite(x)
-    x = np.where(finite, x, 0.0)
-    return np.stack([finite.sum(axis=0), x.sum(axis=0), (x * x).sum(axis=0)])
+    """[count, sum, sum of squares] per (channel, bin) over frames, accumulated in float64 without a float64
+    copy of the features; NaN-aware (reassigned features may hold NaN)."""
+    if not np.isfinite(x).all():
+        finite = np.isfinite(x)
+        x = np.where(finite, x, 0)
+        count = finite.sum(axis=0, dtype=np.float64)
+    else:
+        count = np.full(x.shape[1:], float(x.shape[0]))
+    flat = x.reshape(x.shape[0], -1)
+    squares = np.einsum("ti,ti->i", flat, flat, dtype=np.float64).reshape(x.shape[1:])
+    return np.stack([count, x.sum(axis=0, dtype=np.float64), squares])
 
 
 def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShardResult:
@@ -210,7 +221,9 @@ def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShard
     sums: dict[str, np.ndarray] = {}
     rows, frame = [], 0
     mask = MaskSource(store, spec.config)
-    for pair, signals in PairReader(store).signals(shard.items):
+    # decomposed oracle masks need the noise too; everything else only the input and the clean target
+    roles = ("input", "clean", "noise") if spec.config.kind == "decomposed" else ("input", "clean")
+    for pair, signals in PairReader(store).signals(shard.items, roles):
         arrays = pair_features(signals, spec.config, mask)
         n = arrays["input"].shape[0]
         for name, values in arrays.items():

@@ -84,23 +84,29 @@ class PairReader:
             for row in table.to_pylist():
                 self._corpus_rows[(corpus, row["utterance_id"])] = row
 
-    def signals(self, rows: list[dict]):
-        """Yield (row, {"input", "clean", "noise"}) for each pair row (float32, equal lengths)."""
+    def signals(self, rows: list[dict], roles: tuple[str, ...] = ("input", "clean", "noise")):
+        """Yield (row, {role: samples}) for each pair row (float32, equal lengths), reading only `roles`."""
         self._load_corpus_rows(rows)
         for row in rows:
             stored = set((row["roles"] or "").split(","))
             n = row["num_samples"]
-            inp = self._slice(f"{row['array']}/input", row["offset"], n)
-            if "clean" in stored:
-                clean = self._slice(f"{row['array']}/clean", row["offset"], n)
-            else:
-                utt = self._corpus_rows.get((row["corpus"], row["utterance_id"]))
-                if utt is None:
-                    raise NotFoundError(
-                        f"Expected the clean utterance of pair {row['utterance_id']!r}. Got none."
-                    )
-                clean = self.store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
-            noise = (
-                self._slice(f"{row['array']}/noise", row["offset"], n) if "noise" in stored else inp - clean
-            )
-            yield row, {"input": inp, "clean": clean, "noise": noise}
+            out: dict[str, np.ndarray] = {}
+            if "input" in roles or ("noise" in roles and "noise" not in stored):
+                out["input"] = self._slice(f"{row['array']}/input", row["offset"], n)
+            if "clean" in roles or ("noise" in roles and "noise" not in stored):
+                out["clean"] = self._clean(row, stored, n)
+            if "noise" in roles:
+                out["noise"] = (
+                    self._slice(f"{row['array']}/noise", row["offset"], n)
+                    if "noise" in stored
+                    else out["input"] - out["clean"]
+                )
+            yield row, {role: out[role] for role in roles}
+
+    def _clean(self, row: dict, stored: set[str], n: int) -> np.ndarray:
+        if "clean" in stored:
+            return self._slice(f"{row['array']}/clean", row["offset"], n)
+        utt = self._corpus_rows.get((row["corpus"], row["utterance_id"]))
+        if utt is None:
+            raise NotFoundError(f"Expected the clean utterance of pair {row['utterance_id']!r}. Got none.")
+        return self.store.read_samples(utt["array"], utt["offset"], utt["num_samples"])

@@ -126,7 +126,7 @@ class FeatureStream(IterableDataset):
             for r in store.read_table("pairs", filter=ds.field("pairset") == fs.pairset).to_pylist()
         }
         reader = PairReader(store)
-        return lambda uid: next(reader.signals([rows[uid]]))[1]["clean"]
+        return lambda uid: next(reader.signals([rows[uid]], ("clean",)))[1]["clean"]
 
     def _cut(self, audio, data: dict, rows: list[dict], rng) -> Iterator[dict]:
         seg = self.config.segment

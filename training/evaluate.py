@@ -19,8 +19,8 @@ import pyarrow.dataset as ds
 import torch
 
 from features import compute_feature, config_from_dict, stft_tf
-from pipelines.featurize import MaskSource, pair_features
-from pipelines.ingest import Shard, committed_rows
+from pipelines.featurize import MaskSource, by_pair_shard, committed_pairs, pair_features
+from pipelines.ingest import Shard
 from stores.audio_index import PairReader
 from stores.config import parse_choice
 from stores.errors import NotFoundError
@@ -147,20 +147,10 @@ class EvalRun:
 
 def plan_evaluation(store: Store, pairset: str, split: str) -> list[Shard]:
     """Shards (one per pair shard) of the pair set's utterances in `split`."""
-    rows = committed_rows(
-        store,
-        "pairs",
-        "pairs",
-        "pairset",
-        pairset,
-        ["utterance_id", "split", "num_samples", "array", "offset", "roles", "corpus"],
-    )
-    rows = [r for r in rows if r["split"] == split]
+    rows = [r for r in committed_pairs(store, pairset) if r["split"] == split]
     if not rows:
         raise NotFoundError(f"Expected {split} pairs in pair set {pairset!r}. Got none.")
-    by_shard: dict[str, list[dict]] = {}
-    for row in sorted(rows, key=lambda r: (r["shard"], r["offset"])):
-        by_shard.setdefault(row["shard"], []).append(row)
+    by_shard = by_pair_shard(rows)
     return [Shard(s, items) for s, items in sorted(by_shard.items())]
 
 
@@ -221,7 +211,7 @@ def metrics_shard(store: Store, run: EvalRun, shard: Shard, rows: list[dict]) ->
     predictions = {r["utterance_id"]: r for r in rows}
     wave = np.asarray(store.arrays[f"{rows[0]['array']}/wave"][:])
     out, now = [], now_utc()
-    for pair, signals in PairReader(store).signals(shard.items):
+    for pair, signals in PairReader(store).signals(shard.items, ("input", "clean")):
         pred = predictions[pair["utterance_id"]]
         enhanced = wave[pred["offset"] : pred["offset"] + pred["num_samples"]]
         for model, version, estimate in (

@@ -1,0 +1,216 @@
+"""`specstore serve`: the nightly features deployment, served against a real `prefect server start`,
+computes the missing feature set on schedule; the same as a features run started by hand."""
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from pipelines.schedule import (  # noqa: E402
+    DEFAULT_CRON,
+    add_serve_arguments,
+    build_deployment,
+    deployment_name,
+    serve_parameters,
+)
+from stores.errors import ConfigError, NotFoundError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    return parser.parse_args(list(map(str, argv)))
+
+
+@pytest.fixture(scope="module")
+def pair_store(tmp_path_factory):
+    """A demo store with the pair set `noisy` and no feature set."""
+    from pipelines.testing import build_demo_store
+
+    store, ids = build_demo_store(tmp_path_factory.mktemp("serve"), kinds={})
+    assert ids == {} and store.table("features").count_rows() == 0
+    return store
+
+
+def test_serve_arguments_and_deployment(pair_store):
+    args = _parse("--store", pair_store.root, "--kind", "magnitude", "complex", "--kind", "magnitude")
+    params = serve_parameters(args)
+    assert params["kinds"] == ["magnitude", "complex"] and params["store"] == pair_store.root
+    deployment = build_deployment(args, params)
+    assert deployment.entrypoint == "pipelines.schedule.nightly_features_flow"
+    assert deployment.parameters == params and deployment.name == deployment_name(None, pair_store.root)
+    assert [s.schedule.cron for s in deployment.schedules] == [DEFAULT_CRON]
+    every = build_deployment(_parse("--store", pair_store.root, "--features-interval", "30"), params)
+    assert every.schedules[0].schedule.interval.total_seconds() == 30
+
+
+@pytest.mark.parametrize(
+    "argv,error,message",
+    [
+        (["--features-cron", "at two"], ConfigError, "Expected --features-cron to be a cron line"),
+        (["--features-interval", "0"], ConfigError, "Expected --features-interval > 0"),
+        (["--cluster-config", "x.yaml"], ConfigError, "--cluster-config alone"),
+    ],
+)
+def test_bad_serve_options(pair_store, argv, error, message):
+    args = _parse("--store", pair_store.root, *argv)
+    with pytest.raises(error, match=message):
+        build_deployment(args, serve_parameters(args))
+
+
+def test_serve_needs_an_existing_store(tmp_path):
+    with pytest.raises(NotFoundError, match="Expected an existing store"):
+        serve_parameters(_parse("--store", tmp_path / "none"))
+    with pytest.raises(SystemExit):
+        _parse("--store", tmp_path, "--features-cron", DEFAULT_CRON, "--features-interval", "5")
+
+
+# ---------------------------------------------------------------------------------------------- served
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait(what, check, proc, log, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        assert proc.poll() is None, f"{what}: exited {proc.returncode}\n{log.read_text()[-4000:]}"
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {timeout} s\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    """`prefect server start` on 127.0.0.1 with its own database; yields its API URL."""
+    import httpx
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}/api"
+
+    def healthy():
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait("prefect server start", healthy, proc, log, 180)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def _completed_runs(url: str) -> list[dict]:
+    import httpx
+
+    body = {
+        "flows": {"name": {"any_": ["nightly-features"]}},
+        "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+    }
+    return httpx.post(f"{url}/flow_runs/filter", json=body, timeout=10).json()
+
+
+@pytest.mark.slow
+def test_served_schedule_computes_what_a_hand_run_computes(tmp_path, pair_store, prefect_server, prefect_api):
+    from dataclasses import replace
+
+    from features import feature_config
+    from flows import features_flow
+    from pipelines.runner import dask_runner
+    from stores import open_store
+
+    served_store = open_store(shutil.copytree(pair_store.root, tmp_path / "served"), create=False)
+    by_hand = open_store(shutil.copytree(pair_store.root, tmp_path / "by-hand"), create=False)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "pipelines.schedule", "--store", served_store.root, "--features-interval", "4",
+           "--kind", "magnitude", "--threads", "--workers", "2"]  # fmt: skip
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        serve = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait("a features row", lambda: served_store.table("features").count_rows() > 0, serve, log, 240)
+        _wait("a completed scheduled run", lambda: _completed_runs(prefect_server), serve, log, 120)
+        print(f"\nserve: first scheduled run completed after {time.perf_counter() - started:.1f} s")
+    finally:
+        _stop(serve)
+    runs = _completed_runs(prefect_server)
+    assert runs[0]["deployment_id"] and runs[0]["auto_scheduled"], runs[0]
+    assert "serving deployment nightly-features/" in log.read_text()
+    rows = served_store.read_table("features").to_pylist()
+    assert len(rows) == 1 and rows[0]["kind"] == "magnitude" and rows[0]["pairset"] == "noisy"
+    served = rows[0]["feature_id"]
+
+    # by hand: the features flow itself, with the same parameters, on a copy of the store before serving
+    config = replace(feature_config("magnitude"), sample_rate=by_hand.sample_rate)
+    report = features_flow.with_options(task_runner=dask_runner(2, None, True))(
+        store=by_hand.root, pairset="noisy", config=config, progress=False
+    )
+    assert report.computed and report.feature_id == served
+    a, b = served_store.features(served), by_hand.features(served)
+    assert a.utterances() == b.utterances() and len(a.utterances()) == 12
+    for utt in a.utterances():
+        for role in ("input", "target"):
+            np.testing.assert_array_equal(a.read(utt, role), b.read(utt, role))
+    for name in ("input_mean", "input_std", "target_mean", "target_std"):
+        path = f"features/{served}/stats/{name}"
+        np.testing.assert_array_equal(served_store.arrays[path][:], by_hand.arrays[path][:])
+
+
+@pytest.mark.slow
+def test_once_computes_only_what_is_missing(tmp_path, pair_store, prefect_api, capsys):
+    from pipelines.schedule import run_serve
+    from stores import open_store
+
+    copy = open_store(shutil.copytree(pair_store.root, tmp_path / "once"), create=False)
+    args = _parse("--store", copy.root, "--kind", "magnitude", "--threads", "--workers", "2", "--once")
+    assert run_serve(args) == 0
+    first = capsys.readouterr().out
+    assert "noisy magnitude: computed magnitude-" in first
+    assert run_serve(args) == 0
+    assert "noisy magnitude: present magnitude-" in capsys.readouterr().out
