@@ -98,15 +98,18 @@ def export_wavs(root: str, out: Path) -> list[tuple[Path, Path, Path]]:
     return triples
 
 
-def naive_loop(kind: str, triples, out: Path) -> float:
-    """The seed's way: per file, librosa.load + the librosa transform + numpy.save (dense decomposed)."""
+def naive_loop(kind: str, triples, out: Path, sr_arg=None) -> float:
+    """The seed's way: per file, librosa.load + the librosa transform + numpy.save (dense decomposed).
+    `sr_arg=None` keeps the files' 16 kHz (the same work as the flow); librosa's default (22050) resamples,
+    as the seed's notebooks did."""
     import librosa
 
     out.mkdir(parents=True, exist_ok=True)
+    kwargs = {"sr": sr_arg} if sr_arg != "default" else {}
     started = time.perf_counter()
     for inp, clean, noise in triples:
         for path in (inp, clean):
-            y, sr = librosa.load(path, sr=None)
+            y, sr = librosa.load(path, **kwargs)
             if kind == "magnitude":
                 feat = np.abs(librosa.stft(y, n_fft=512, hop_length=256))
             elif kind == "complex":
@@ -127,8 +130,8 @@ def naive_loop(kind: str, triples, out: Path) -> float:
                 )
             elif path == inp:  # decomposed: the input's 30 dense channels from the oracle IRM
                 mag = np.abs(librosa.stft(y, n_fft=512, hop_length=256))
-                s = np.abs(librosa.stft(librosa.load(clean, sr=None)[0], n_fft=512, hop_length=256))
-                n = np.abs(librosa.stft(librosa.load(noise, sr=None)[0], n_fft=512, hop_length=256))
+                s = np.abs(librosa.stft(librosa.load(clean, **kwargs)[0], n_fft=512, hop_length=256))
+                n = np.abs(librosa.stft(librosa.load(noise, **kwargs)[0], n_fft=512, hop_length=256))
                 mask = np.sqrt(s**2 / np.maximum(s**2 + n**2, 1e-20))
                 feat = np.stack([mag] + [(mask > i / 30) * mag for i in range(1, 30)])
             else:
@@ -153,6 +156,9 @@ def compute_floor(kind: str, signals) -> float:
     return time.perf_counter() - started
 
 
+THREADS = {"value": True}
+
+
 def run_flow(root: str, kind: str, config_overrides: dict | None = None, codec: str = "lz4"):
     import flows
     from features import feature_config
@@ -161,7 +167,7 @@ def run_flow(root: str, kind: str, config_overrides: dict | None = None, codec: 
     config = feature_config(kind, **(config_overrides or {}))
     with PeakMemory() as memory:
         started = time.perf_counter()
-        report = flows.features_flow.with_options(task_runner=dask_runner(2, None))(
+        report = flows.features_flow.with_options(task_runner=dask_runner(2, None, THREADS["value"]))(
             store=root, pairset="noisy", config=config, codec=codec, progress=False
         )
         seconds = time.perf_counter() - started
@@ -175,9 +181,18 @@ def main() -> None:
     parser.add_argument("--large-minutes", type=float, default=120)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--work", default="/tmp/bench-features")
+    parser.add_argument("--processes", action="store_true", help="the flow's local workers as processes")
+    parser.add_argument(
+        "--seed-naive",
+        action="store_true",
+        help="also time the naive loop with librosa.load's "
+        "default sample rate (22050 Hz: it resamples, as the seed's notebooks did)",
+    )
+    parser.add_argument("--no-extras", action="store_true", help="skip the codec and memory measurements")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    THREADS["value"] = not args.processes
 
     from pipelines.runner import ensure_prefect_api
 
@@ -191,6 +206,8 @@ def main() -> None:
         report, flow_s, peak = run_flow(root, kind)
         floor_s = compute_floor(kind, signals)
         naive_s = naive_loop(kind, triples, work / f"npy-{kind}")
+        seed_s = naive_loop(kind, triples, work / f"npy-seed-{kind}", "default") if args.seed_naive else None
+        shutil.rmtree(work / f"npy-seed-{kind}", ignore_errors=True)
         naive_bytes = sum(p.stat().st_size for p in (work / f"npy-{kind}").glob("*.npy"))
         shutil.rmtree(work / f"npy-{kind}")
         row = {
@@ -205,8 +222,12 @@ def main() -> None:
             "naive_bytes_per_hour": naive_bytes * 3600 / seconds,
             "peak_rss": peak,
         }
+        if seed_s is not None:
+            row.update(seed_naive_s=seed_s, seed_naive_over_flow=seed_s / flow_s)
         results[kind] = row
         print(kind, json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+    if args.no_extras:
+        return
     for label, overrides, codec in (
         ("magnitude float16 lz4", {"dtype": "float16"}, "lz4"),
         ("magnitude float32 zstd", {}, "zstd"),

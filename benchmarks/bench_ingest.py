@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=32.0, help="approximate audio minutes to generate")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", default=None, help="working folder (default: a temporary one)")
-    parser.add_argument("--threads", action="store_true", help="local Dask workers as threads")
+    parser.add_argument("--processes", action="store_true", help="local Dask workers as processes")
     args = parser.parse_args()
 
     import flows
@@ -71,7 +71,7 @@ def main() -> None:
         "--workers",
         str(args.workers),
         "--quiet",
-    ] + (["--threads"] if args.threads else [])
+    ] + (["--processes"] if args.processes else [])
     ns = flows.build_parser().parse_args(argv)
     started = time.perf_counter()
     report = flows.run_ingest(ns)

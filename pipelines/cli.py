@@ -22,7 +22,22 @@ def _add_dask(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="local Dask worker processes (default: cores)"
     )
     parser.add_argument("--dask-address", default=None, help="an existing Dask scheduler, tcp://HOST:PORT")
-    parser.add_argument("--threads", action="store_true", help="local workers as threads of this process")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--threads",
+        dest="threads",
+        action="store_const",
+        const=True,
+        default=True,
+        help="local workers as threads of this process (the default: measured 2.2x faster)",
+    )
+    kind.add_argument(
+        "--processes",
+        dest="threads",
+        action="store_const",
+        const=False,
+        help="local workers as separate processes",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -11,6 +11,7 @@ $PREFECT_API_URL, e.g. a `prefect server start`, and runs each scheduled flow ru
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import sys
@@ -217,7 +218,8 @@ def deployment_name(name: str | None, store: str) -> str:
 
     if name:
         return name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", redact(store)).strip("-")[-60:] or "store"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", redact(store).rstrip("/").rsplit("/", 1)[-1]).strip("-")
+    return f"{base[:40] or 'store'}-{hashlib.sha256(store.encode()).hexdigest()[:8]}"
 
 
 def build_deployment(args, parameters: dict):

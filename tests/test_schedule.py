@@ -80,6 +80,14 @@ def test_serve_needs_an_existing_store(tmp_path):
 # ---------------------------------------------------------------------------------------------- served
 
 
+def no_api_logs():
+    """In-process flows keep their logs here: a log worker would retry the session's temporary server for
+    a minute at exit, after it has stopped."""
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    return temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: False})
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,7 +116,7 @@ def _wait(what, check, proc, log, timeout):
 
 @pytest.fixture
 def prefect_server(tmp_path):
-    """`prefect server start` on 127.0.0.1 with its own database; yields its API URL."""
+    """`prefect server start` on 127.0.0.1 with its own database; yields (API URL, its log file)."""
     import httpx
 
     port = _free_port()
@@ -138,7 +146,7 @@ def prefect_server(tmp_path):
 
     try:
         _wait("prefect server start", healthy, proc, log, 180)
-        yield url
+        yield url, log
     finally:
         _stop(proc)
 
@@ -164,7 +172,16 @@ def test_served_schedule_computes_what_a_hand_run_computes(tmp_path, pair_store,
 
     served_store = open_store(shutil.copytree(pair_store.root, tmp_path / "served"), create=False)
     by_hand = open_store(shutil.copytree(pair_store.root, tmp_path / "by-hand"), create=False)
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    url, server_log = prefect_server
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+
+    def features_row():
+        # Prefect 3.8's scheduler fails on SQLAlchemy 2.1 (a hybrid property in a bulk insert): no run ever
+        assert "Can't evaluate bulk DML" not in server_log.read_text(), (
+            "the Prefect server cannot create scheduled runs with this SQLAlchemy: pin SQLAlchemy 2.0.x"
+        )
+        return served_store.table("features").count_rows() > 0
+
     log = tmp_path / "serve.log"
     cmd = [sys.executable, "-m", "pipelines.schedule", "--store", served_store.root, "--features-interval", "4",
            "--kind", "magnitude", "--threads", "--workers", "2"]  # fmt: skip
@@ -174,12 +191,12 @@ def test_served_schedule_computes_what_a_hand_run_computes(tmp_path, pair_store,
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        _wait("a features row", lambda: served_store.table("features").count_rows() > 0, serve, log, 240)
-        _wait("a completed scheduled run", lambda: _completed_runs(prefect_server), serve, log, 120)
+        _wait("a features row", features_row, serve, log, 240)
+        _wait("a completed scheduled run", lambda: _completed_runs(url), serve, log, 120)
         print(f"\nserve: first scheduled run completed after {time.perf_counter() - started:.1f} s")
     finally:
         _stop(serve)
-    runs = _completed_runs(prefect_server)
+    runs = _completed_runs(url)
     assert runs[0]["deployment_id"] and runs[0]["auto_scheduled"], runs[0]
     assert "serving deployment nightly-features/" in log.read_text()
     rows = served_store.read_table("features").to_pylist()
@@ -188,9 +205,10 @@ def test_served_schedule_computes_what_a_hand_run_computes(tmp_path, pair_store,
 
     # by hand: the features flow itself, with the same parameters, on a copy of the store before serving
     config = replace(feature_config("magnitude"), sample_rate=by_hand.sample_rate)
-    report = features_flow.with_options(task_runner=dask_runner(2, None, True))(
-        store=by_hand.root, pairset="noisy", config=config, progress=False
-    )
+    with no_api_logs():
+        report = features_flow.with_options(task_runner=dask_runner(2, None, True))(
+            store=by_hand.root, pairset="noisy", config=config, progress=False
+        )
     assert report.computed and report.feature_id == served
     a, b = served_store.features(served), by_hand.features(served)
     assert a.utterances() == b.utterances() and len(a.utterances()) == 12
@@ -209,8 +227,8 @@ def test_once_computes_only_what_is_missing(tmp_path, pair_store, prefect_api, c
 
     copy = open_store(shutil.copytree(pair_store.root, tmp_path / "once"), create=False)
     args = _parse("--store", copy.root, "--kind", "magnitude", "--threads", "--workers", "2", "--once")
-    assert run_serve(args) == 0
-    first = capsys.readouterr().out
-    assert "noisy magnitude: computed magnitude-" in first
-    assert run_serve(args) == 0
+    with no_api_logs():
+        assert run_serve(args) == 0
+        assert "noisy magnitude: computed magnitude-" in capsys.readouterr().out
+        assert run_serve(args) == 0
     assert "noisy magnitude: present magnitude-" in capsys.readouterr().out
