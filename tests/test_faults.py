@@ -50,6 +50,7 @@ def _features_cli(store, kind="reassigned", *extra):
         kind,
         "--workers",
         "2",
+        "--processes",  # worker processes, so that one can be killed
         "--quiet",
         *extra,
     ]
