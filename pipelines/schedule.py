@@ -93,19 +93,19 @@ def nightly_features_flow(
                 config = replace(feature_config(kind), sample_rate=st.sample_rate)
                 plan = plan_features(st, pairset, config, codec)
                 if plan.complete:
-                    done.append(NightlyItem(pairset, kind, "present", plan.spec.feature_id))
-                    continue
-                # a pairs run still writing this pair set holds its lock: compute tomorrow, not half a set
-                with run_lock(st, f"pairs-{pairset}"):
-                    pass
-                report = flows.features_flow.with_options(
-                    task_runner=_runner(workers, dask_address, threads, cluster, cluster_config)
-                )(store=store, pairset=pairset, config=plan.spec.config, codec=codec, progress=False)
-                item = NightlyItem(
-                    pairset, kind, "computed" if report.computed else "present", report.feature_id
-                )
-                if report.computed:
-                    item.detail = f"{report.pairs} pairs in {report.seconds:.1f} s"
+                    item = NightlyItem(pairset, kind, "present", plan.spec.feature_id)
+                else:
+                    # a pairs run still writing this pair set holds its lock: compute next time, not half a set
+                    with run_lock(st, f"pairs-{pairset}"):
+                        pass
+                    report = flows.features_flow.with_options(
+                        task_runner=_runner(workers, dask_address, threads, cluster, cluster_config)
+                    )(store=store, pairset=pairset, config=plan.spec.config, codec=codec, progress=False)
+                    item = NightlyItem(
+                        pairset, kind, "computed" if report.computed else "present", report.feature_id
+                    )
+                    if report.computed:
+                        item.detail = f"{report.pairs} pairs in {report.seconds:.1f} s"
             except SpecstoreError as exc:  # one pair set's problem does not stop the others
                 item = NightlyItem(pairset, kind, "skipped", None, str(exc))
             done.append(item)
@@ -250,6 +250,13 @@ def run_serve(args) -> int:
 
     parameters = serve_parameters(args)
     deployment = None if args.once else build_deployment(args, parameters)
+    if deployment is not None and not os.environ.get("PREFECT_API_URL"):
+        # a temporary (ephemeral) server runs no scheduler service: the deployment would never run
+        raise ConfigError(
+            "Expected PREFECT_API_URL to point at a Prefect server (prefect server start --host 127.0.0.1; "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api). Got none instead (a temporary server "
+            "schedules nothing)."
+        )
     ensure_prefect_api()
     api = redact(os.environ.get("PREFECT_API_URL", ""))
     if args.once:

@@ -70,7 +70,15 @@ def test_bad_serve_options(pair_store, argv, error, message):
         build_deployment(args, serve_parameters(args))
 
 
-def test_serve_needs_an_existing_store(tmp_path):
+def test_serve_needs_a_prefect_server(pair_store, monkeypatch, capsys):
+    from pipelines.schedule import main
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["--store", pair_store.root, "--features-interval", "5"]) == 2
+    assert "Expected PREFECT_API_URL to point at a Prefect server" in capsys.readouterr().err
+
+
+def test_serve_needs_an_existing_store(tmp_path, capsys):
     with pytest.raises(NotFoundError, match="Expected an existing store"):
         serve_parameters(_parse("--store", tmp_path / "none"))
     with pytest.raises(SystemExit):
@@ -232,3 +240,22 @@ def test_once_computes_only_what_is_missing(tmp_path, pair_store, prefect_api, c
         assert "noisy magnitude: computed magnitude-" in capsys.readouterr().out
         assert run_serve(args) == 0
     assert "noisy magnitude: present magnitude-" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_pair_set_being_written_is_skipped(tmp_path, pair_store, prefect_api, capsys):
+    import json
+
+    from pipelines.schedule import run_serve
+    from stores import open_store
+
+    copy = open_store(shutil.copytree(pair_store.root, tmp_path / "busy"), create=False)
+    locks = Path(copy.path) / "tables" / "_locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "pairs-noisy.json").write_text(json.dumps({"pid": 1, "host": "other-host", "since": 0}))
+    args = _parse("--store", copy.root, "--threads", "--workers", "1", "--once")
+    with no_api_logs():
+        assert run_serve(args) == 1
+    out = capsys.readouterr().out
+    assert "noisy magnitude: skipped (Expected no other run writing pairs-noisy" in out
+    assert copy.table("features").count_rows() == 0
