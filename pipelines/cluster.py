@@ -242,9 +242,7 @@ def task_runner(args):
     if kind is None:
         if getattr(args, "cluster_config", None):
             raise ConfigError("Expected --cluster with --cluster-config. Got --cluster-config alone instead.")
-        return dask_runner(args.workers, args.dask_address, args.threads)
+        return dask_runner(args.workers, args.dask_address, getattr(args, "threads", True))
     if getattr(args, "dask_address", None):
         raise ConfigError("Expected one of --cluster and --dask-address. Got both instead.")
-    if getattr(args, "threads", False):
-        raise ConfigError("Expected --threads only with a local cluster. Got --cluster too instead.")
-    return cluster_runner(kind, args.cluster_config, args.workers)
+    return cluster_runner(kind, args.cluster_config, args.workers)  # --threads/--processes: local only

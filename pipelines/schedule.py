@@ -70,7 +70,7 @@ def nightly_features_flow(
     codec: str = "lz4",
     workers: int | None = None,
     dask_address: str | None = None,
-    threads: bool = False,
+    threads: bool = True,
     cluster: str | None = None,
     cluster_config: str | None = None,
 ) -> list[NightlyItem]:
@@ -169,8 +169,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--dask-address", default=None, help="an existing Dask scheduler, tcp://HOST:PORT"
         )
-    if not _has(parser, "--threads"):
-        parser.add_argument("--threads", action="store_true", help="local workers as threads")
+    if not _has(parser, "--threads"):  # as the flows' verbs: threads by default, --processes otherwise
+        local = parser.add_mutually_exclusive_group()
+        local.add_argument(
+            "--threads",
+            dest="threads",
+            action="store_const",
+            const=True,
+            default=True,
+            help="local workers as threads of the flow's process (the default)",
+        )
+        local.add_argument(
+            "--processes",
+            dest="threads",
+            action="store_const",
+            const=False,
+            help="local workers as processes",
+        )
     if not _has(parser, "--cluster"):
         add_cluster_arguments(parser)
 

@@ -67,7 +67,9 @@ class Store:
         if _is_local(self.root):
             zstore = LocalStore(self._join("arrays.zarr"))
         else:
-            zstore = FsspecStore.from_url(self.root.rstrip("/") + "/arrays.zarr")
+            zstore = FsspecStore.from_url(
+                self.root.rstrip("/") + "/arrays.zarr", storage_options=remote_options(self.root)
+            )
         return zarr.open_group(zstore, mode="a", zarr_format=3)
 
     @property
@@ -175,6 +177,14 @@ def array_sha256(data: np.ndarray) -> str:
     return hashlib.sha256(data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
 
 
+def remote_options(url: str) -> dict:
+    """Storage options for a store URL. Object stores must not cache listings: other processes (Dask
+    workers, concurrent runs) add table parts and arrays, and a cached listing would hide them."""
+    if _is_local(url) or url.startswith("memory://"):
+        return {}
+    return {"use_listings_cache": False}
+
+
 def redact(text: str, url: str | None = None) -> str:
     """`text` without credentials: any `scheme://user:secret@` userinfo, and every occurrence of the user
     name and secret of `url` (libraries quote them in their own errors without the scheme)."""
@@ -206,7 +216,7 @@ def open_store(root: str | os.PathLike, create: bool = True, sample_rate: int | 
     if not root:
         raise ConfigError("Expected a store root (a folder or URL). Got '' instead.")
     try:
-        fs, path = fsspec.core.url_to_fs(root)
+        fs, path = fsspec.core.url_to_fs(root, **remote_options(root))
     except (ImportError, ValueError) as exc:  # unknown protocol, or its filesystem package is not installed
         raise ConfigError(
             f"Expected a store URL specstore can open. Got {redact(root)!r} instead ({redact(str(exc), root)})."

@@ -162,13 +162,27 @@ def test_task_runner_flags():
 
     from prefect_dask import DaskTaskRunner
 
-    args = Namespace(cluster=None, cluster_config=None, workers=2, dask_address="tcp://h:1", threads=False)
+    args = Namespace(cluster=None, cluster_config=None, workers=2, dask_address="tcp://h:1", threads=True)
     assert task_runner(args).address == "tcp://h:1"
     with pytest.raises(ConfigError, match="Got both"):
         task_runner(Namespace(**{**vars(args), "cluster": "slurm"}))
     with pytest.raises(ConfigError, match="--cluster-config alone"):
         task_runner(Namespace(**{**vars(args), "cluster_config": "x.yaml"}))
-    assert isinstance(task_runner(Namespace(**{**vars(args), "dask_address": None})), DaskTaskRunner)
+    local = task_runner(Namespace(**{**vars(args), "dask_address": None}))
+    assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["processes"] is False
+    processes = task_runner(Namespace(**{**vars(args), "dask_address": None, "threads": False}))
+    assert processes.cluster_kwargs["processes"] is True and processes.cluster_kwargs["n_workers"] == 2
+
+
+def test_cluster_ignores_the_local_threads_default(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    pytest.importorskip("dask_jobqueue")
+    monkeypatch.setenv("PREFECT_API_URL", "http://head:4200/api")
+    path = tmp_path / "c.yaml"
+    path.write_text("cores: 1\nmemory: 1GB\n")
+    args = Namespace(cluster="slurm", cluster_config=str(path), workers=3, dask_address=None, threads=True)
+    assert task_runner(args).cluster_kwargs["n_workers"] == 3
 
 
 # ---------------------------------------------------------------------------------------------- a real cluster

@@ -1,5 +1,5 @@
 """A store on S3 (a local moto server): the whole chain through the command line, ingest -> features ->
-train (-> evaluate once that verb exists), and the secret key never shows in any output or table."""
+train -> evaluate -> results -> verify, and the secret key never shows in any output or table."""
 
 import os
 import shutil
@@ -48,8 +48,6 @@ def s3(monkeypatch):
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        # WORKAROUND, remove once open_store turns listing caches off (see test_parts_written_elsewhere...)
-        "FSSPEC_S3": '{"use_listings_cache": false}',
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -91,27 +89,6 @@ def _run(outputs, *args, ok=True, timeout=600):
     return result
 
 
-def _evaluate_args(store: str, version: str, pairset: str) -> list[str] | None:
-    """`specstore evaluate` arguments from its parser (the verb comes with another issue), or None."""
-    from flows import build_parser
-
-    parser = build_parser()
-    verbs = next(a for a in parser._subparsers._group_actions if a.dest == "verb").choices
-    if "evaluate" not in verbs:
-        return None
-    options = {s for a in verbs["evaluate"]._actions for s in a.option_strings}
-    args = ["evaluate", "--store", store]
-    for names, value in (
-        (("--model", "--model-version", "--version"), version),
-        (("--pairs", "--pairset"), pairset),
-        (("--split",), "test"),
-    ):
-        name = next((n for n in names if n in options), None)
-        if name:
-            args += [name, value]
-    return args
-
-
 def test_the_chain_on_s3_and_the_secret_stays_secret(tmp_path, s3, prefect_api, real_data):
     import pyarrow.parquet as pq
 
@@ -138,11 +115,12 @@ def test_the_chain_on_s3_and_the_secret_stays_secret(tmp_path, s3, prefect_api, 
                  "--model-arg", "channels=[4,8,8,8,8]", "--quiet")  # fmt: skip
     version = train.stdout.strip().splitlines()[-1]
     assert version.startswith("crn-"), train.stdout
-    evaluate = _evaluate_args(store, version, "voicebank-demand-given")
-    if evaluate is not None:
-        _run(outputs, *evaluate)
-    else:
-        print("\nspecstore evaluate: no such verb yet; the chain stops at train")
+    _run(outputs, "evaluate", "--store", store, "--model-version", version, "--pairs", "voicebank-demand-given",
+         "--split", "test", "--workers", "2", "--plots", tmp_path / "plots", "--quiet")  # fmt: skip
+    results = _run(
+        outputs, "results", "--store", store, "--group-by", "model,model_version", "--format", "json"
+    )
+    assert version in results.stdout and "noisy" in results.stdout
     verify = _run(outputs, "verify", "--store", store)
     assert f"verify {store}: ok" in verify.stdout
     # errors name the store without credentials, and without the secret
@@ -155,6 +133,9 @@ def test_the_chain_on_s3_and_the_secret_stays_secret(tmp_path, s3, prefect_api, 
     assert verify_store(st) == []
     assert st.table("utterances").count_rows() == 11 and st.table("pairs").count_rows() == 11
     assert st.features(feature_id).read(st.features(feature_id).utterances()[0], "input").shape[1] == 257
+    metrics = st.read_table("metrics", columns=["model", "model_version", "split"]).to_pylist()
+    assert {m["model"] for m in metrics} >= {"noisy"} and {m["split"] for m in metrics} == {"test"}
+    assert sum(m["model_version"] == version for m in metrics) == 5  # the 5 test pairs, enhanced
     models = st.read_table("models").to_pylist()
     assert [m["model_version"] for m in models] == [version] and models[0]["feature_id"] == feature_id
     assert s3.ls(f"{BUCKET}/store/checkpoints/{version}")
@@ -174,13 +155,6 @@ def test_the_chain_on_s3_and_the_secret_stays_secret(tmp_path, s3, prefect_api, 
         assert SECRET not in text and KEY_ID not in text, key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open_store keeps s3fs's listing cache on: parts written by other processes (Dask workers) are "
-    "invisible to part_names() and read_table() fails with FileNotFoundError; fix: open remote stores "
-    "with use_listings_cache=False, then drop this mark and the FSSPEC_S3 workaround above",
-)
 def test_parts_written_elsewhere_are_seen(s3, monkeypatch):
     import io
 

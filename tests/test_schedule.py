@@ -48,6 +48,7 @@ def test_serve_arguments_and_deployment(pair_store):
     args = _parse("--store", pair_store.root, "--kind", "magnitude", "complex", "--kind", "magnitude")
     params = serve_parameters(args)
     assert params["kinds"] == ["magnitude", "complex"] and params["store"] == pair_store.root
+    assert params["threads"] is True and _parse("--store", pair_store.root, "--processes").threads is False
     deployment = build_deployment(args, params)
     assert deployment.entrypoint == "pipelines.schedule.nightly_features_flow"
     assert deployment.parameters == params and deployment.name == deployment_name(None, pair_store.root)

@@ -180,6 +180,9 @@ def make_loader(
         prefetch_factor=4 if num_workers else None,
         persistent_workers=False,
         drop_last=bool(config.segment),
+        # spawned, not forked: zarr's I/O event-loop thread (and Prefect's threads) do not survive a fork,
+        # and a forked worker can fail on its first read (seen once in the full test run)
+        multiprocessing_context="spawn" if num_workers else None,
     )
 
 
