@@ -24,6 +24,7 @@ from features import feature_config  # noqa: E402
 from features.config import FeatureConfig  # noqa: E402
 from pipelines.audio import AudioConfig  # noqa: E402
 from pipelines.cli import build_parser  # noqa: E402
+from pipelines.cluster import task_runner  # noqa: E402
 from pipelines.corpora import get_reader, parse_source, scan_corpus  # noqa: E402
 from pipelines.featurize import feature_shard, finalize_features, parse_codec, plan_features  # noqa: E402
 from pipelines.ingest import ShardSummary, committed_rows, ingest_shard, plan_ingest  # noqa: E402
@@ -39,7 +40,7 @@ from pipelines.mixing import (  # noqa: E402
 )
 from pipelines.pairs import given_pairs_shard, given_pairset_name, plan_given_pairs  # noqa: E402
 from pipelines.reports import EvaluateReport, FeaturesReport, IngestReport, PairsReport, summarize  # noqa: E402
-from pipelines.runner import auto_shard_size, dask_runner, ensure_prefect_api, run_shards  # noqa: E402
+from pipelines.runner import auto_shard_size, ensure_prefect_api, run_shards  # noqa: E402
 from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
 from stores.config import parse_choice, parse_name, parse_positive_int, parse_range  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
@@ -117,7 +118,7 @@ def run_ingest(args) -> IngestReport:
     if args.shard_size is not None:
         parse_positive_int(args.shard_size, "--shard-size")
     open_store(args.store, sample_rate=audio.sample_rate)
-    runner = dask_runner(args.workers, args.dask_address, args.threads)
+    runner = task_runner(args)
     ensure_prefect_api()
     return ingest_flow.with_options(task_runner=runner)(
         store=args.store,
@@ -221,7 +222,7 @@ def run_pairs(args) -> PairsReport:
         raise NotFoundError(
             f"Expected an ingested corpus. Got {args.corpus!r} instead (no utterances in the store)."
         )
-    runner = dask_runner(args.workers, args.dask_address, args.threads)
+    runner = task_runner(args)
     ensure_prefect_api()
     return pairs_flow.with_options(task_runner=runner)(
         store=args.store,
@@ -321,7 +322,7 @@ def run_features(args) -> FeaturesReport:
         return FeaturesReport(
             plan.spec.feature_id, config.kind, False, plan.pairs, ShardSummary("all"), 0, 0.0
         )
-    runner = dask_runner(args.workers, args.dask_address, args.threads)
+    runner = task_runner(args)
     ensure_prefect_api()
     return features_flow.with_options(task_runner=runner)(
         store=args.store,
@@ -388,7 +389,7 @@ def run_evaluate(args) -> EvaluateReport:
     device = resolve_device(args.device)
     st = open_store(args.store, create=False)
     model_row(st, args.model_version)  # a version that does not exist fails before any server starts
-    runner = dask_runner(args.workers, args.dask_address, args.threads)
+    runner = task_runner(args)
     ensure_prefect_api()
     plot_ids = [u.strip() for u in args.plot_ids.split(",") if u.strip()] if args.plot_ids else None
     return evaluate_flow.with_options(task_runner=runner)(
@@ -483,6 +484,12 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from pipelines.schedule import run_serve
+
+    return run_serve(args)
+
+
 def cmd_verify(args) -> int:
     from pipelines.repair import repair
     from stores.verify import verify_store
@@ -521,7 +528,7 @@ def cmd_demo(args) -> int:
     corpus = generate_demo_corpus(args.source)
     print(f"demo corpus: speech {corpus.speech}, noise {corpus.noise}, room impulse responses {corpus.rir}")
     ensure_prefect_api()
-    progress, runner = not args.quiet, lambda: dask_runner(args.workers, args.dask_address, args.threads)
+    progress, runner = not args.quiet, lambda: task_runner(args)
     ingest = ingest_flow.with_options(task_runner=runner())(
         store=args.store, corpus="demo", source=args.source, progress=progress
     )
@@ -575,6 +582,7 @@ COMMANDS = {
     "pairs": cmd_pairs,
     "features": cmd_features,
     "verify": cmd_verify,
+    "serve": cmd_serve,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "results": cmd_results,

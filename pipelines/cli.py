@@ -39,6 +39,9 @@ def _add_dask(parser: argparse.ArgumentParser) -> None:
         help="local workers as separate processes",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from pipelines.cluster import add_cluster_arguments
+
+    add_cluster_arguments(parser)
 
 
 # argparse takes "-5:20" for an option unless it looks like a negative number: ranges must too (`--snr -5:20`)
@@ -170,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--format", default="table", choices=("table", "csv", "json"))
     res.add_argument("--plot", default=None, help="a PNG comparing the groups")
     res.add_argument("--metric", default="pesq_wb", help="the metric to plot (default pesq_wb)")
+
+    from pipelines.schedule import add_serve_arguments
+
+    serve = sub.add_parser(
+        "serve", help="serve the flows as Prefect deployments on a cron or interval schedule"
+    )
+    add_serve_arguments(serve)
 
     verify = sub.add_parser("verify", help="check every committed piece of the store (exit 1 on any problem)")
     _add_common(verify)

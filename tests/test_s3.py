@@ -156,6 +156,8 @@ def test_the_chain_on_s3_and_the_secret_stays_secret(tmp_path, s3, prefect_api, 
 
 
 def test_parts_written_elsewhere_are_seen(s3, monkeypatch):
+    """Regression: with s3fs's listing cache on, parts that Dask workers committed were invisible to the
+    flow's process, and `read_table` failed with FileNotFoundError; `open_store` turns the cache off."""
     import io
 
     import fsspec.config
@@ -165,7 +167,7 @@ def test_parts_written_elsewhere_are_seen(s3, monkeypatch):
     from stores import open_store
     from stores.schema import rows_to_table
 
-    # without the workaround the default s3fs settings apply (as for a user with only AWS settings)
+    # no fsspec config: the default s3fs settings apply (as for a user with only AWS settings)
     monkeypatch.setitem(fsspec.config.conf, "s3", {})
     s3fs.S3FileSystem.clear_instance_cache()
     st = open_store(f"s3://{BUCKET}/elsewhere")
