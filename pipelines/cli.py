@@ -17,10 +17,11 @@ def _add_common(parser: argparse.ArgumentParser, store_required: bool = True) ->
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
-def _add_dask(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workers", type=int, default=None, help="local Dask worker processes (default: cores)"
-    )
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a flow's tasks run: --workers, --dask-address, --threads/--processes, --cluster."""
+    from pipelines.cluster import add_cluster_arguments
+
+    parser.add_argument("--workers", type=int, default=None, help="local Dask workers (default: cores)")
     parser.add_argument("--dask-address", default=None, help="an existing Dask scheduler, tcp://HOST:PORT")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument(
@@ -38,10 +39,12 @@ def _add_dask(parser: argparse.ArgumentParser) -> None:
         const=False,
         help="local workers as separate processes",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    from pipelines.cluster import add_cluster_arguments
-
     add_cluster_arguments(parser)
+
+
+def _add_dask(parser: argparse.ArgumentParser) -> None:
+    add_runner_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 # argparse takes "-5:20" for an option unless it looks like a negative number: ranges must too (`--snr -5:20`)

@@ -123,7 +123,6 @@ def _has(parser: argparse.ArgumentParser, option: str) -> bool:
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `specstore serve` (--store, --debug and the Dask options only where missing)."""
     from features import FEATURES
-    from pipelines.cluster import add_cluster_arguments
     from pipelines.featurize import CODECS
 
     if not _has(parser, "--store"):
@@ -163,31 +162,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--name", default=None, help="the deployment's name (default: from the store's path or URL)"
     )
     parser.add_argument("--once", action="store_true", help="run the nightly flow once now and exit")
-    if not _has(parser, "--workers"):
-        parser.add_argument("--workers", type=int, default=None, help="local Dask workers (default: cores)")
-    if not _has(parser, "--dask-address"):
-        parser.add_argument(
-            "--dask-address", default=None, help="an existing Dask scheduler, tcp://HOST:PORT"
-        )
-    if not _has(parser, "--threads"):  # as the flows' verbs: threads by default, --processes otherwise
-        local = parser.add_mutually_exclusive_group()
-        local.add_argument(
-            "--threads",
-            dest="threads",
-            action="store_const",
-            const=True,
-            default=True,
-            help="local workers as threads of the flow's process (the default)",
-        )
-        local.add_argument(
-            "--processes",
-            dest="threads",
-            action="store_const",
-            const=False,
-            help="local workers as processes",
-        )
-    if not _has(parser, "--cluster"):
-        add_cluster_arguments(parser)
+    if not _has(parser, "--workers"):  # the same options as the flows' verbs
+        from pipelines.cli import add_runner_arguments
+
+        add_runner_arguments(parser)
 
 
 def check_cron(cron: str) -> str:
