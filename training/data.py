@@ -11,7 +11,6 @@ cheap.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -212,7 +211,3 @@ def prepare_batch(batch: dict, device: torch.device, n_channels: int | None = No
         out["magnitude"] = out["input"]
         out["input"] = expand_decomposed_torch(out["input"], out.pop("levels").to(torch.uint8), n_channels)
     return out
-
-
-def segments_per_epoch(stream: FeatureStream) -> int:
-    return len(stream) if stream.config.segment else math.inf

@@ -238,10 +238,6 @@ def metrics_shard(store: Store, run: EvalRun, shard: Shard, rows: list[dict]) ->
     return len(out)
 
 
-def run_metrics(store: Store, run_id: str) -> list[dict]:
-    return store.read_table("metrics", filter=ds.field("run_id") == run_id).to_pylist()
-
-
 def write_plots(st, run, folder: str, plot_ids: list[str] | None) -> list[str]:
     """One PNG per utterance asked for (default: the first three): clean / input / enhanced spectrograms."""
     from pathlib import Path
