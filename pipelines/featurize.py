@@ -169,13 +169,17 @@ class MaskSource:
     per shard task)."""
 
     def __init__(self, store: Store, config: FeatureConfig) -> None:
-        self.model = None
+        self.model, self.decomposed = None, config.kind == "decomposed"
         if config.kind == "decomposed" and config.mask != ORACLE_IRM:
             from training.inference import load_version
 
             self.model, self.normalizer, _ = load_version(store, config.mask[len(MODEL_MASK_PREFIX) :])
 
-    def __call__(self, noisy: np.ndarray, clean: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    @property
+    def oracle_needs_noise(self) -> bool:
+        return self.decomposed and self.model is None
+
+    def __call__(self, noisy: np.ndarray, clean: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
         if self.model is None:
             return oracle_irm(clean, noise)
         from training.inference import predict_mask
@@ -191,8 +195,10 @@ def pair_features(signals: dict[str, np.ndarray], config: FeatureConfig, mask=No
             "target": compute_feature(signals["clean"], config),
         }
     # decomposed: store |Y| and the quantised mask level; the n channels are expanded on read
-    noisy, clean, noise = (np.abs(stft_tf(signals[r], config)) for r in ("input", "clean", "noise"))
-    values = mask(noisy, clean, noise) if mask is not None else oracle_irm(clean, noise)
+    noisy, clean = (np.abs(stft_tf(signals[r], config)) for r in ("input", "clean"))
+    oracle = mask is None or mask.model is None
+    noise = np.abs(stft_tf(signals["noise"], config)) if oracle else None  # only the oracle IRM needs it
+    values = oracle_irm(clean, noise) if oracle else mask(noisy, clean, noise)
     levels = quantise_mask(values, config.n)
     dtype = np.dtype(config.dtype)
     return {"input": noisy.astype(dtype), "levels": levels, "target": clean.astype(dtype)}
@@ -222,7 +228,7 @@ def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShard
     rows, frame = [], 0
     mask = MaskSource(store, spec.config)
     # decomposed oracle masks need the noise too; everything else only the input and the clean target
-    roles = ("input", "clean", "noise") if spec.config.kind == "decomposed" else ("input", "clean")
+    roles = ("input", "clean", "noise") if mask.oracle_needs_noise else ("input", "clean")
     for pair, signals in PairReader(store).signals(shard.items, roles):
         arrays = pair_features(signals, spec.config, mask)
         n = arrays["input"].shape[0]

@@ -58,10 +58,6 @@ class IngestPlan:
     already_done: int
     scanned: int
 
-    @property
-    def pending(self) -> int:
-        return sum(len(s.items) + len(s.prerejected) for s in self.shards)
-
 
 def shard_id_for(stage: str, name: str, members: Iterable[str]) -> str:
     digest = hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]

@@ -9,6 +9,7 @@ continues where it stopped and ends with the same weights as an uninterrupted on
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -201,7 +202,11 @@ class Trainer:
 
     def _loss(self, batch) -> torch.Tensor:
         batch = prepare_batch(batch, self.device, self.model.config.to_dict().get("in_channels"))
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null()
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
         with autocast:
             return batch_loss(self.model, self.normalizer, batch, self.features)
 
@@ -275,14 +280,6 @@ class Trainer:
             if self.state.stale >= self.config.patience:
                 break  # early stopping
         return self.state
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def train(
