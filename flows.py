@@ -187,7 +187,7 @@ def pairs_flow(
         check_pairset_config(st, pairset, config)
         sources = load_sources(st, config)
         n = len(committed_rows(st, "utterances", "utterances", "corpus", config.corpus, ["utterance_id"]))
-        shards = plan_pairs(st, pairset, config, shard_size or auto_shard_size(n))
+        shards = plan_pairs(st, pairset, config, shard_size or auto_shard_size(n * config.copies))
         added = run_shards(
             pairs_shard_task, shards, (st.root, pairset, config, sources), f"pairs {pairset}", progress
         )
@@ -207,6 +207,7 @@ def run_pairs(args) -> PairsReport:
         seed=args.seed,
         splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
         target=args.target,
+        copies=args.copies,
     )
     parse_name(args.name, "pair set name")
     for role, value in (("noise", args.noise), ("rir", args.rir)):
@@ -477,7 +478,11 @@ def cmd_results(args) -> int:
 
     st = open_store(args.store, create=False)
     group_by = tuple(c.strip() for c in args.group_by.split(",") if c.strip())
-    table = summarize(st.table("metrics"), group_by=group_by, where=args.where)
+    chosen = {"metrics": [m.strip() for m in args.metrics.split(",") if m.strip()]} if args.metrics else {}
+    table = summarize(st.table("metrics"), group_by=group_by, where=args.where, **chosen)
+    if args.brief:  # what an experiment's table needs: each metric's mean and its mean gain over noisy
+        keep = ("rows", *group_by)
+        table = table.select([c for c in table.column_names if c in keep or c.endswith("_mean")])
     print(format_table(table, args.format))
     if args.plot:
         print(f"plot: {plot_results(table, args.plot, args.metric)}")

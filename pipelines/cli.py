@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--t60", default="0.2:1.0", help="T60 range of simulated rooms in s (default 0.2:1.0)")
     pairs.add_argument("--level", default="-35:-15", help="input RMS level range in dBFS (default -35:-15)")
     pairs.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pairs.add_argument(
+        "--copies", type=int, default=1, help="pairs per utterance, each with its own draws (default 1)"
+    )
     pairs.add_argument("--splits", default="train,valid,test", help="which splits get pairs")
     pairs.add_argument(
         "--target", default="dry", choices=TARGETS, help="reverb target: dry speech or early (50 ms)"
@@ -174,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     res.add_argument("--where", default=None, help="a filter, e.g. \"split == 'test' and model != 'noisy'\"")
     res.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    res.add_argument("--metrics", default=None, help="comma-separated metrics to show (default: all)")
+    res.add_argument(
+        "--brief", action="store_true", help="only each metric's mean and mean improvement over noisy"
+    )
     res.add_argument("--plot", default=None, help="a PNG comparing the groups")
     res.add_argument("--metric", default="pesq_wb", help="the metric to plot (default pesq_wb)")
 

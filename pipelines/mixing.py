@@ -53,6 +53,7 @@ class PairConfig(Config):
     seed: int = 0
     splits: tuple[str, ...] = SPLITS
     target: str = "dry"
+    copies: int = 1  # pairs per utterance (different draws): more training data from a small corpus
 
     def __post_init__(self) -> None:
         parse_name(self.corpus, "corpus name")
@@ -77,6 +78,20 @@ class PairConfig(Config):
             parse_choice(split, SPLITS, "a split")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"Expected --seed to be a non-negative integer. Got {self.seed!r} instead.")
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or not 1 <= self.copies <= 1000:
+            raise ConfigError(f"Expected --copies to be an integer in 1..1000. Got {self.copies!r} instead.")
+
+
+def copy_id(utterance_id: str, copy: int) -> str:
+    """The pair id of an utterance's `copy`-th pair: copy 0 keeps the utterance's id."""
+    return utterance_id if copy == 0 else f"{utterance_id}+{copy}"
+
+
+def with_copies(utterances: list[dict], copies: int) -> list[dict]:
+    """Each utterance row `copies` times, as pair items (`pair_id`, and `copy` for the draws' record)."""
+    return [
+        {**u, "pair_id": copy_id(u["utterance_id"], k), "copy": k} for u in utterances for k in range(copies)
+    ]
 
 
 def source_audio_config(role: str, sample_rate: int) -> AudioConfig:
@@ -152,13 +167,12 @@ def plan_pairs(store: Store, pairset: str, config: PairConfig, shard_size: int) 
         for r in committed_rows(store, "pairs", "pairs", "pairset", pairset, ["utterance_id"])
     }
     utts = sorted((u for u in utts if u["split"] in config.splits), key=lambda u: u["utterance_id"])
+    items = with_copies(utts, config.copies)
     shards = []
-    for start in range(0, len(utts), shard_size):
-        pending = [u for u in utts[start : start + shard_size] if u["utterance_id"] not in done]
+    for start in range(0, len(items), shard_size):
+        pending = [u for u in items[start : start + shard_size] if u["pair_id"] not in done]
         if pending:
-            shards.append(
-                Shard(shard_id_for("pairs", pairset, [u["utterance_id"] for u in pending]), pending)
-            )
+            shards.append(Shard(shard_id_for("pairs", pairset, [u["pair_id"] for u in pending]), pending))
     return shards
 
 
@@ -262,7 +276,13 @@ def make_pairs_shard(
     rows, signals, offset = [], {"input": [], "clean": [], "noise": []}, 0
     for utt in shard.items:
         clean = store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
-        pair, fields = make_pair(clean, utt["utterance_id"], config, sources, cache, sr)
+        pair_id = utt.get("pair_id", utt["utterance_id"])
+        pair, fields = make_pair(clean, pair_id, config, sources, cache, sr)
+        if utt.get("copy"):  # where a copy came from, for anyone joining pairs to utterances
+            params = json.loads(fields["params_json"])
+            fields["params_json"] = json.dumps(
+                {**params, "copy": utt["copy"], "utterance_id": utt["utterance_id"]}, sort_keys=True
+            )
         for role, samples in pair.items():
             signals[role].append(samples)
         rows.append(
@@ -270,7 +290,7 @@ def make_pairs_shard(
                 **fields,
                 "pairset": pairset,
                 "corpus": config.corpus,
-                "utterance_id": utt["utterance_id"],
+                "utterance_id": pair_id,
                 "split": utt["split"],
                 "num_samples": utt["num_samples"],
                 "array": group,

@@ -41,6 +41,26 @@ def test_noisy_pairs_hit_their_snr_on_the_stored_signals(real_store, real_data):
     assert len(set(np.round(targets, 3))) == 26  # continuous draws, not integers
 
 
+def test_copies_give_each_utterance_several_distinct_pairs(real_store, real_data):
+    config = PairConfig(corpus="real", kind="noisy", noise="x", seed=3, copies=3)
+    pairs_in_process(real_store, "copies", config, noise_folder=real_data / "noise", shard_size=10)
+    rows = {r["utterance_id"]: r for r in _rows(real_store, "copies")}
+    assert len(rows) == 3 * 26
+    utterances = {r["utterance_id"]: r for r in real_store.read_table("utterances").to_pylist()}
+    for uid, row in rows.items():
+        source = uid.rsplit("+", 1)[0] if uid not in utterances else uid
+        assert row["split"] == utterances[source]["split"]
+        if uid != source:
+            assert json.loads(row["params_json"])["utterance_id"] == source
+    first = next(u for u in utterances if u in rows)
+    draws = {rows[k]["snr_db_target"] for k in (first, f"{first}+1", f"{first}+2")}
+    assert len(draws) == 3  # each copy has its own draws
+    # the clean target is the same speech in every copy (up to the drawn level)
+    a, b = (real_store.audio("copies", k, "clean") for k in (first, f"{first}+1"))
+    assert abs(np.corrcoef(a, b)[0, 1] - 1) < 1e-6
+    assert pairs_in_process(real_store, "copies", config, noise_folder=real_data / "noise") == []
+
+
 def test_same_seed_gives_identical_pairs_whatever_the_sharding(tmp_path, real_data):
     stores = []
     for shard_size in (3, 50):
@@ -175,6 +195,7 @@ def test_pairset_records_its_config_and_refuses_another(real_store, real_data):
         ({"kind": "noisy", "noise": "n", "level": (-20.0, 3.0)}, "below 0 dBFS"),
         ({"kind": "echo"}, "--kind"),
         ({"kind": "noisy", "noise": "n", "splits": ("dev",)}, "split"),
+        ({"kind": "noisy", "noise": "n", "copies": 0}, "--copies"),
     ],
 )
 def test_bad_pair_configs(kwargs, message):
