@@ -474,15 +474,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_results(args) -> int:
-    from training.results import format_table, plot_results, summarize
+    from training.results import brief, format_table, plot_results, summarize
 
     st = open_store(args.store, create=False)
     group_by = tuple(c.strip() for c in args.group_by.split(",") if c.strip())
     chosen = {"metrics": [m.strip() for m in args.metrics.split(",") if m.strip()]} if args.metrics else {}
     table = summarize(st.table("metrics"), group_by=group_by, where=args.where, **chosen)
-    if args.brief:  # what an experiment's table needs: each metric's mean and its mean gain over noisy
-        keep = ("rows", *group_by)
-        table = table.select([c for c in table.column_names if c in keep or c.endswith("_mean")])
+    if args.brief:
+        table = brief(table)
     print(format_table(table, args.format))
     if args.plot:
         print(f"plot: {plot_results(table, args.plot, args.metric)}")

@@ -402,6 +402,13 @@ def summarize(
     return result.replace_schema_metadata({GROUP_BY_METADATA: json.dumps(group_by).encode()})
 
 
+def brief(table: pa.Table) -> pa.Table:
+    """A summary with only its group columns, `rows`, and each metric's mean and mean gain over noisy: the
+    columns an experiment's results table needs."""
+    keep = {"rows", *group_columns(table)}
+    return table.select([c for c in table.column_names if c in keep or c.endswith("_mean")])
+
+
 def group_columns(table: pa.Table) -> list[str]:
     """The group-by columns of a `summarize` result (from its metadata; else the columns before `rows`)."""
     meta = table.schema.metadata or {}

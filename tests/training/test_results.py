@@ -15,6 +15,7 @@ from stores.errors import ConfigError
 from stores.schema import rows_to_table
 from training.metrics import METRIC_NAMES
 from training.results import (
+    brief,
     format_table,
     group_columns,
     parse_where,
@@ -150,6 +151,14 @@ def test_other_group_by_and_metrics(table, rows):
         summarize(table, metrics=("pesq_nb",))
     with pytest.raises(ConfigError, match="group-by"):
         summarize(table, group_by=("speaker",))
+
+
+def test_brief_keeps_groups_rows_means_and_mean_gains(summary):
+    short = brief(summary)
+    assert short.column_names[:5] == ["model", "model_version", "pairset", "split", "rows"]
+    assert "snr_mean" in short.column_names and "snr_delta_mean" in short.column_names
+    assert not any(c.endswith(("_median", "_ci_low", "_n")) for c in short.column_names)
+    assert short.column("snr_mean").to_pylist() == summary.column("snr_mean").to_pylist()
 
 
 def test_single_value_groups_and_empty_selections(table):
