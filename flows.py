@@ -42,7 +42,7 @@ from pipelines.pairs import given_pairs_shard, given_pairset_name, plan_given_pa
 from pipelines.reports import EvaluateReport, FeaturesReport, IngestReport, PairsReport, summarize  # noqa: E402
 from pipelines.runner import auto_shard_size, ensure_prefect_api, run_shards  # noqa: E402
 from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
-from stores.config import parse_choice, parse_name, parse_positive_int, parse_range  # noqa: E402
+from stores.config import parse_name, parse_positive_int, parse_range  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
 from stores.locks import run_lock  # noqa: E402
 from stores.store import open_store, redact  # noqa: E402
@@ -347,7 +347,7 @@ def metrics_task(store_root, run, shard, rows):
 @flow(name="evaluate")
 def evaluate_flow(
     store: str,
-    version: str,
+    version: str | None,
     pairset: str,
     split: str = "test",
     reconstruction: str = "auto",
@@ -355,21 +355,25 @@ def evaluate_flow(
     plot_ids: list[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    method: str | None = None,
+    feature_id: str | None = None,
 ) -> EvaluateReport:
-    """Enhance a pair set's split in this process (the model loaded once, on its device) while Dask workers
-    compute each finished shard's metrics; everything goes under a new run id."""
-    from training.evaluate import Enhancer, EvalRun, enhance_shard, new_run_id, plan_evaluation, write_plots
+    """Enhance a pair set's split in this process (a model version loaded once, on its device, or a method
+    with the config of `feature_id`) while Dask workers compute each finished shard's metrics; everything
+    goes under a new run id."""
+    from training.evaluate import enhance_shard, make_enhancer, new_run, plan_evaluation, write_plots
 
     started = time.perf_counter()
     st = open_store(store, create=False)
-    enhancer = Enhancer(st, version, reconstruction, device)
-    run = EvalRun(
-        new_run_id(), version, enhancer.row["architecture"], pairset, split, enhancer.reconstruction
-    )
+    enhancer = make_enhancer(st, version, method, feature_id, reconstruction, device)
+    run = new_run(enhancer, pairset, split)
     shards = plan_evaluation(st, pairset, split)
     futures = []
     with tqdm(
-        total=sum(len(s.items) for s in shards), desc=f"evaluate {version}", unit="utt", disable=not progress
+        total=sum(len(s.items) for s in shards),
+        desc=f"evaluate {run.version}",
+        unit="utt",
+        disable=not progress,
     ) as bar:
         for shard in shards:
             rows = enhance_shard(st, run, enhancer, shard)
@@ -378,18 +382,17 @@ def evaluate_flow(
     for future in futures:
         future.result()
     written = write_plots(st, run, plots, plot_ids) if plots else []
-    return EvaluateReport(run.run_id, version, pairset, split, st, written, time.perf_counter() - started)
+    return EvaluateReport(run.run_id, run.version, pairset, split, st, written, time.perf_counter() - started)
 
 
 def run_evaluate(args) -> EvaluateReport:
-    from training.evaluate import RECONSTRUCTIONS
-    from training.inference import model_row
+    from training.evaluate import check_target
     from training.trainer import resolve_device
 
-    parse_choice(args.reconstruction, RECONSTRUCTIONS, "--reconstruction")
     device = resolve_device(args.device)
     st = open_store(args.store, create=False)
-    model_row(st, args.model_version)  # a version that does not exist fails before any server starts
+    # a version, method or feature set that does not exist fails before any server starts
+    check_target(st, args.model_version, args.method, args.features, args.reconstruction)
     runner = task_runner(args)
     ensure_prefect_api()
     plot_ids = [u.strip() for u in args.plot_ids.split(",") if u.strip()] if args.plot_ids else None
@@ -403,6 +406,8 @@ def run_evaluate(args) -> EvaluateReport:
         plot_ids=plot_ids,
         device=str(device),
         progress=not args.quiet,
+        method=args.method,
+        feature_id=args.features,
     )
 
 

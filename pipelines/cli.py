@@ -155,9 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue an interrupted run of this config")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ev = sub.add_parser("evaluate", help="enhance a pair set with a model version; metrics under a new run")
+    ev = sub.add_parser(
+        "evaluate", help="enhance a pair set with a model version or a method; metrics under a new run"
+    )
     _add_common(ev)
-    ev.add_argument("--model-version", required=True, help="a trained model version")
+    target = ev.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model-version", default=None, help="a trained model version")
+    target.add_argument(
+        "--method",
+        default=None,
+        help="a non-learned method instead of a model: reassigned-pghi or zero-phase (needs --features)",
+    )
+    ev.add_argument(
+        "--features",
+        default=None,
+        help="with --method: the feature set whose config it uses (a reassigned set)",
+    )
     ev.add_argument("--pairs", required=True, help="the pair set to enhance")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"))
     ev.add_argument(

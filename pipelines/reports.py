@@ -129,7 +129,9 @@ class EvaluateReport:
         from training.results import format_table, summarize
 
         data = self.store.table("metrics").to_table(filter=ds.field("run_id") == self.run_id)
-        table = summarize(data, group_by=("model",), metrics=("snr", "si_snr", "pesq_wb", "stoi", "estoi"))
+        table = summarize(
+            data, group_by=("model",), metrics=("snr", "si_snr", "pesq_wb", "stoi", "estoi", "lsd")
+        )
         keep = [
             c for c in table.column_names if c == "model" or c.endswith("_mean") or c.endswith("_delta_mean")
         ]

@@ -159,6 +159,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("pesq_wb", pa.float64()),
             ("stoi", pa.float64()),
             ("estoi", pa.float64()),
+            ("lsd", pa.float64()),  # added after the first release: older parts read it as null
             ("created_at", TS),
             ("notes", pa.string()),  # JSON {metric: why it is null}, e.g. PESQ's refusals
         ]

@@ -2,6 +2,10 @@
 predictions under a new run (never replacing an older one), and compute per-utterance metrics for the model
 and for the unprocessed input (model `noisy`).
 
+A registered non-learned method (`METHODS`: `reassigned-pghi`, `zero-phase`) is evaluated the same way with
+the feature config of a named feature set: its rows read model = the method's name and model_version =
+`<method>@<feature_id>` (`MethodEnhancer`, `make_enhancer`).
+
 The model's input features are computed from each pair's waveforms with the exact feature config the model
 was trained on, so any pair set can be evaluated (not only one with stored features). Reconstruction fits the
 model: noisy phase + iSTFT for magnitude models (Griffin-Lim on request), the complex output for DCCRN and
@@ -12,20 +16,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow.dataset as ds
 import torch
 
-from features import compute_feature, config_from_dict, stft_tf
+from features import compute_feature, config_from_dict, invert_reassigned, invert_zero_phase, stft_tf
 from pipelines.featurize import MaskSource, by_pair_shard, committed_pairs, pair_features
 from pipelines.ingest import Shard
 from stores.audio_index import PairReader
-from stores.config import parse_choice
-from stores.errors import NotFoundError
+from stores.config import Registry, parse_choice
+from stores.errors import ConfigError, NotFoundError
 from stores.store import Store, attrs_json, now_utc
-from training.inference import load_version
+from training.inference import load_version, model_row
 
 BLOCK_FRAMES, OVERLAP_FRAMES = 3000, 200  # long utterances go through the model in overlapping blocks
 RECONSTRUCTIONS = ("auto", "noisy-phase", "griffin-lim")
@@ -63,6 +69,7 @@ class Enhancer:
         self.mask = MaskSource(store, self.config)
         self.device = torch.device(device)
         self.reconstruction = "noisy-phase" if reconstruction == "auto" else reconstruction
+        self.version, self.name = version, self.row["architecture"]  # the metrics rows' model_version, model
 
     @torch.no_grad()
     def __call__(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -136,6 +143,119 @@ class Enhancer:
 
 
 @dataclass(frozen=True)
+class Method:
+    """A non-learned way from a pair's signals to a waveform, evaluated like a model version. `apply` gets
+    {input, clean, noise} and the feature config of a set of kind `feature_kind`, and returns a waveform as
+    long as the input; `reconstruction` goes into the `predictions` rows."""
+
+    name: str
+    feature_kind: str
+    reconstruction: str
+    apply: Callable[[dict[str, np.ndarray], Any], np.ndarray]
+    description: str
+
+
+METHODS: Registry[Method] = Registry("non-learned method")
+
+
+def _invert_clean(invert: Callable) -> Callable[[dict[str, np.ndarray], Any], np.ndarray]:
+    """As the learned `reassigned-inverter`: the clean signal's feature, inverted back to a waveform."""
+
+    def apply(signals: dict[str, np.ndarray], config: Any) -> np.ndarray:
+        clean = signals["clean"]
+        return invert(compute_feature(clean, config), config, length=clean.shape[0])
+
+    return apply
+
+
+for _method in (
+    Method(
+        "reassigned-pghi",
+        "reassigned",
+        "pghi",
+        _invert_clean(invert_reassigned),
+        "the clean signal's reassigned triple -> phase-gradient heap integration -> iSTFT",
+    ),
+    Method(
+        "zero-phase",
+        "reassigned",
+        "zero-phase",
+        _invert_clean(invert_zero_phase),
+        "the clean signal's reassigned magnitude with zero phase -> iSTFT (the trivial baseline)",
+    ),
+):
+    METHODS.register(_method.name)(_method)
+
+
+class MethodEnhancer:
+    """A registered method with the feature config of a committed feature set of its kind; called like
+    `Enhancer` (no spectrogram is stored)."""
+
+    def __init__(self, store: Store, method: str, feature_id: str) -> None:
+        self.method = METHODS.get(method)
+        features = store.features(feature_id)
+        if features.kind != self.method.feature_kind:
+            raise ConfigError(
+                f"Expected a {self.method.feature_kind} feature set for method {method!r}. "
+                f"Got {feature_id!r} of kind {features.kind!r} instead."
+            )
+        self.config = config_from_dict(features.config)
+        self.version, self.name = f"{method}@{feature_id}", method
+        self.reconstruction = self.method.reconstruction
+
+    def __call__(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, None]:
+        return self.method.apply(signals, self.config).astype(np.float32, copy=False), None
+
+
+def _check_target(
+    version: str | None, method: str | None, feature_id: str | None, reconstruction: str
+) -> None:
+    if (version is None) == (method is None):
+        raise ConfigError(
+            f"Expected a model version or a method, not both. Got model version {version!r} and method "
+            f"{method!r} instead."
+        )
+    if method is None and feature_id is not None:
+        raise ConfigError(
+            f"Expected no feature set with a model version (it knows its own). Got {feature_id!r} instead."
+        )
+    if method is not None and feature_id is None:
+        raise ConfigError(f"Expected a feature set (--features) for method {method!r}. Got none instead.")
+    if method is not None and reconstruction != "auto":
+        raise ConfigError(
+            f"Expected no reconstruction with method {method!r} (it has its own). Got {reconstruction!r} instead."
+        )
+    parse_choice(reconstruction, RECONSTRUCTIONS, "--reconstruction")
+
+
+def make_enhancer(
+    store: Store,
+    version: str | None = None,
+    method: str | None = None,
+    feature_id: str | None = None,
+    reconstruction: str = "auto",
+    device: str = "cpu",
+) -> Enhancer | MethodEnhancer:
+    """A trained model version's `Enhancer` or a method's `MethodEnhancer` (exactly one of the two)."""
+    _check_target(version, method, feature_id, reconstruction)
+    if method is not None:
+        return MethodEnhancer(store, method, feature_id)
+    return Enhancer(store, version, reconstruction, device)
+
+
+def check_target(
+    store: Store, version: str | None, method: str | None, feature_id: str | None, reconstruction: str
+) -> None:
+    """What `make_enhancer` would refuse, without loading a model (for the command line, before any
+    server starts)."""
+    _check_target(version, method, feature_id, reconstruction)
+    if method is not None:
+        MethodEnhancer(store, method, feature_id)
+    else:
+        model_row(store, version)
+
+
+@dataclass(frozen=True)
 class EvalRun:
     run_id: str
     version: str
@@ -143,6 +263,11 @@ class EvalRun:
     pairset: str
     split: str
     reconstruction: str
+
+
+def new_run(enhancer: Enhancer | MethodEnhancer, pairset: str, split: str) -> EvalRun:
+    """A new run of `enhancer` (a model version or a method) on a pair set's split."""
+    return EvalRun(new_run_id(), enhancer.version, enhancer.name, pairset, split, enhancer.reconstruction)
 
 
 def plan_evaluation(store: Store, pairset: str, split: str) -> list[Shard]:
@@ -154,7 +279,9 @@ def plan_evaluation(store: Store, pairset: str, split: str) -> list[Shard]:
     return [Shard(s, items) for s, items in sorted(by_shard.items())]
 
 
-def enhance_shard(store: Store, run: EvalRun, enhancer: Enhancer, shard: Shard) -> list[dict]:
+def enhance_shard(
+    store: Store, run: EvalRun, enhancer: Enhancer | MethodEnhancer, shard: Shard
+) -> list[dict]:
     """Enhance one shard's utterances and store the predictions; -> the `predictions` rows."""
     group = f"predictions/{run.run_id}/{shard.shard_id}"
     waves, specs, rows, offset, frame = [], [], [], 0, 0

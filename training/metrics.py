@@ -7,18 +7,26 @@
 | `pesq_wb` | `pesq.pesq(16000, clean, estimate, "wb")` (ITU-T P.862.2) | MOS-LQO |
 | `stoi` | `pystoi.stoi(clean, estimate, sr)` | 0…1 |
 | `estoi` | `pystoi.stoi(clean, estimate, sr, extended=True)` | 0…1 |
+| `lsd` | log-spectral distance (lower is better): mean over frames of √(mean over bins of (P_dB − P̂_dB)²) | dB |
+
+`lsd` convention: P = |STFT|² with a periodic Hann window of 512 samples and a hop of 256 (32 / 16 ms at
+16 kHz; the same sample counts at any rate), frames starting at sample 0 and the signal zero-padded at the
+end to whole frames (one frame for a signal of at most 512 samples), float64; P_dB = 10·log10(max(P, floor))
+for both signals with floor = 1e-8 · max(P of the reference), i.e. 80 dB below the reference's loudest bin,
+so bins the reference does not have (digital silence, deep spectral valleys) cannot dominate; then the root
+mean square over the 257 bins of each frame, averaged over all frames.
 
 Each metric function returns a float or raises `MetricUndefined` with a human reason when the metric does not
 exist for that input; `compute_metrics` turns those into `None` plus a note, so that one odd utterance never
 stops an evaluation run. The policies:
 
 - **Identical signals**: `snr` and `si_snr` are `+inf` (and `-inf` for an estimate orthogonal to the
-  reference in `si_snr`). Infinities are stored as they are (Parquet float64 holds them); `training.results`
+  reference in `si_snr`); `lsd` is 0. Infinities are stored as they are (Parquet float64 holds them); `training.results`
   leaves them out of means and CIs and counts them in `<metric>_n_inf`.
 - **Silent reference** (clean all zeros; for `si_snr` also a constant one): every metric is `None`
   ("silent reference") — no ratio to the reference exists and PESQ/STOI would only return noise.
 - **Silent estimate**: `snr` is 0 dB (the error is the reference), `si_snr` is `None` (0/0), PESQ refuses
-  (`None`), STOI and ESTOI are what pystoi returns (≈ 0).
+  (`None`), STOI and ESTOI are what pystoi returns (≈ 0), `lsd` compares with the floor (finite).
 - **PESQ refusals** (under 0.25 s, no utterance detected, any other `pesq` error): `None` with the reason.
 - **Too short for STOI**: pystoi needs 30 frames of 25.6 ms (≈ 0.4 s) of speech left after it drops silent
   frames; on less it warns and returns the sentinel 1e-5, which is not a score. We return `None` with the
@@ -43,9 +51,10 @@ from stores.errors import ConfigError, SpecstoreError
 
 SAMPLE_RATE = 16000
 # schema order of the `metrics` table
-METRIC_NAMES: tuple[str, ...] = ("snr", "si_snr", "pesq_wb", "stoi", "estoi")
+METRIC_NAMES: tuple[str, ...] = ("snr", "si_snr", "pesq_wb", "stoi", "estoi", "lsd")
 
 PESQ_MIN_SECONDS = 0.25
+LSD_N_FFT, LSD_HOP, LSD_RANGE_DB = 512, 256, 80.0
 NON_FINITE_ESTIMATE = "non-finite estimate"
 SILENT_REFERENCE = "silent reference: the clean signal is all zeros"
 STOI_TOO_SHORT = (
@@ -76,13 +85,14 @@ METRICS: Registry[Metric] = Registry("metric")
 
 @dataclasses.dataclass(frozen=True)
 class MetricResult:
-    """The five metrics of one utterance; `None` where undefined, with `notes[metric]` saying why."""
+    """The metrics of one utterance; `None` where undefined, with `notes[metric]` saying why."""
 
     snr: float | None = None
     si_snr: float | None = None
     pesq_wb: float | None = None
     stoi: float | None = None
     estoi: float | None = None
+    lsd: float | None = None
     notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def values(self) -> dict[str, float | None]:
@@ -220,6 +230,30 @@ def estoi(clean: np.ndarray, estimate: np.ndarray, sr: int = SAMPLE_RATE) -> flo
     return _stoi(clean, estimate, sr, extended=True)
 
 
+def _power_spectrogram(x: np.ndarray) -> np.ndarray:
+    """(frames, 257) float64 |STFT|² of the `lsd` convention (module docstring)."""
+    from scipy.signal import get_window
+
+    frames = 1 + max(0, -(-(x.size - LSD_N_FFT) // LSD_HOP))
+    padded = np.zeros((frames - 1) * LSD_HOP + LSD_N_FFT)
+    padded[: x.size] = x
+    framed = np.lib.stride_tricks.sliding_window_view(padded, LSD_N_FFT)[::LSD_HOP]
+    return np.abs(np.fft.rfft(framed * get_window("hann", LSD_N_FFT), axis=1)) ** 2
+
+
+def lsd(clean: np.ndarray, estimate: np.ndarray) -> float:
+    """Log-spectral distance in dB (module docstring: 512/256 Hann STFT, 80 dB floor below the reference's
+    loudest bin); 0 for identical signals, lower is better."""
+    s, e = (x.astype(np.float64) for x in _pair(clean, estimate))
+    reference, estimated = _power_spectrogram(s), _power_spectrogram(e)
+    peak = float(reference.max())
+    if peak == 0.0:  # only samples the window's zero sees (e.g. a lone first sample)
+        raise MetricUndefined("silent reference: no energy in the LSD spectrogram")
+    floor = peak * 10.0 ** (-LSD_RANGE_DB / 10.0)
+    diff = 10.0 * (np.log10(np.maximum(reference, floor)) - np.log10(np.maximum(estimated, floor)))
+    return float(np.mean(np.sqrt(np.mean(diff * diff, axis=1))))
+
+
 METRICS.register("snr")(Metric("snr", lambda s, e, sr: snr(s, e), "dB", "signal-to-noise ratio"))
 METRICS.register("si_snr")(
     Metric("si_snr", lambda s, e, sr: si_snr(s, e), "dB", "scale-invariant signal-to-noise ratio (DCCRN)")
@@ -227,6 +261,9 @@ METRICS.register("si_snr")(
 METRICS.register("pesq_wb")(Metric("pesq_wb", pesq_wb, "MOS-LQO", "wide-band PESQ (ITU-T P.862.2)"))
 METRICS.register("stoi")(Metric("stoi", stoi, "", "short-time objective intelligibility"))
 METRICS.register("estoi")(Metric("estoi", estoi, "", "extended short-time objective intelligibility"))
+METRICS.register("lsd")(
+    Metric("lsd", lambda s, e, sr: lsd(s, e), "dB", "log-spectral distance", higher_is_better=False)
+)
 assert set(METRICS.names()) == set(METRIC_NAMES)
 
 

@@ -17,7 +17,8 @@ The improvement over `noisy` pairs each row of another model with the `noisy` ro
 `pairset`, `split` and `utterance_id` — the input evaluated in the same evaluation run — and never across runs.
 The `noisy` rows are taken from the whole table, not from the `where` selection, so filtering
 `model == 'crn'` still reports the improvement of `crn`. `noisy` groups themselves have null deltas.
-Pairs where either value is null or infinite are left out of the delta.
+Pairs where either value is null or infinite are left out of the delta. For `lsd` lower is better, so its
+improvement is negative.
 
 `where` is a small filter language, parsed (never evaluated) into a `pyarrow.compute` expression:
 `col == 'x'`, `!=`, `<`, `<=`, `>`, `>=` against a quoted string or a number, `col in ('a', 'b')`, joined by
@@ -322,17 +323,19 @@ def summarize(
     data: ds.Dataset | pa.Table,
     group_by: Sequence[str] = GROUP_BY,
     where: str | None = None,
-    metrics: Sequence[str] = METRIC_NAMES,
+    metrics: Sequence[str] | None = None,
 ) -> pa.Table:
     """Per-group statistics of a `metrics` table or dataset; see the module for the columns and policies.
-    Groups come sorted by their keys; the group columns are recorded in the schema metadata."""
+    `metrics` defaults to every metric the data has (a table read from parts written before `lsd` existed
+    has no `lsd` column). Groups come sorted by their keys; the group columns are recorded in the schema
+    metadata."""
     if not isinstance(data, pa.Table | ds.Dataset):
         raise ConfigError(
             f"Expected a pyarrow Table or Dataset of metrics. Got {type(data).__name__} instead."
         )
     schema = data.schema
     group_by = list(group_by)
-    metrics = list(metrics)
+    metrics = [m for m in METRIC_NAMES if m in schema.names] if metrics is None else list(metrics)
     for name in metrics:
         if name not in METRIC_NAMES or name not in schema.names:
             raise ConfigError(

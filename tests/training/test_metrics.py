@@ -13,6 +13,7 @@ from training.metrics import (
     MetricResult,
     MetricUndefined,
     compute_metrics,
+    lsd,
     pesq_wb,
     si_snr,
     snr,
@@ -70,7 +71,7 @@ def test_real_pair_equals_the_reference_packages(pair, result):
 def test_values_follow_the_metrics_table_columns(result):
     names = table_schema("metrics").names
     assert list(result.values()) == list(METRIC_NAMES)
-    assert list(METRIC_NAMES) == names[names.index("snr") : names.index("estoi") + 1]
+    assert list(METRIC_NAMES) == names[names.index("snr") : names.index("lsd") + 1]
     assert METRICS.names() == sorted(METRIC_NAMES)
     with pytest.raises(NotFoundError):
         METRICS.get("pesq_nb")
@@ -150,7 +151,7 @@ def test_stoi_on_30_frames_of_speech_is_computed(pair):
 def test_identical_signals(pair):
     clean, _ = pair
     r = compute_metrics(clean, clean.copy())
-    assert r.snr == math.inf and r.si_snr == math.inf
+    assert r.snr == math.inf and r.si_snr == math.inf and r.lsd == 0.0
     assert r.pesq_wb > 4.5 and r.stoi == pytest.approx(1.0) and r.estoi == pytest.approx(1.0)
     assert r.notes == {}
 
@@ -210,4 +211,53 @@ def test_subset_of_metrics():
 
 def test_metric_result_is_a_plain_record():
     r = MetricResult(snr=1.0, notes={"pesq_wb": "x"})
-    assert r.values() == {"snr": 1.0, "si_snr": None, "pesq_wb": None, "stoi": None, "estoi": None}
+    assert r.values() == {
+        "snr": 1.0,
+        "si_snr": None,
+        "pesq_wb": None,
+        "stoi": None,
+        "estoi": None,
+        "lsd": None,
+    }
+
+
+def _hand_lsd(clean, estimate):
+    """The documented convention, through librosa: 512/256 periodic Hann frames from sample 0, the signal
+    zero-padded at the end to whole frames, powers floored 80 dB below the reference's loudest bin."""
+    import librosa
+
+    frames = 1 + max(0, math.ceil((clean.size - 512) / 256))
+    pad = (frames - 1) * 256 + 512 - clean.size
+
+    def power(x):
+        padded = np.pad(np.asarray(x, np.float64), (0, pad))
+        return np.abs(librosa.stft(padded, n_fft=512, hop_length=256, window="hann", center=False)) ** 2
+
+    ref, est = power(clean), power(estimate)
+    floor = ref.max() * 1e-8
+    diff = 10 * np.log10(np.maximum(ref, floor)) - 10 * np.log10(np.maximum(est, floor))
+    return float(np.mean(np.sqrt(np.mean(diff**2, axis=0))))
+
+
+def test_lsd_follows_its_documented_convention(pair, result):
+    clean, noisy = pair
+    assert result.lsd == pytest.approx(_hand_lsd(clean, noisy), rel=1e-9)
+    assert 2.0 < result.lsd < 20.0  # VoiceBank-DEMAND noisy input against its clean reference
+    assert METRICS.get("lsd").fn(clean, noisy, SR) == result.lsd and not METRICS.get("lsd").higher_is_better
+    short = clean[8000:8300]  # shorter than one frame: one zero-padded frame
+    assert lsd(short, noisy[8000:8300]) == pytest.approx(_hand_lsd(short, noisy[8000:8300]), rel=1e-9)
+
+
+def test_lsd_of_a_gain_is_the_gain_in_db():
+    x = np.random.default_rng(0).standard_normal(SR)  # white: every bin far above the 80 dB floor
+    assert lsd(x, 2.0 * x) == pytest.approx(20 * math.log10(2.0), rel=1e-9)
+    assert lsd(x, 0.5 * x) == pytest.approx(20 * math.log10(2.0), rel=1e-9)
+
+
+def test_lsd_edge_cases():
+    x = np.random.default_rng(1).standard_normal(4000)
+    assert lsd(x, np.zeros_like(x)) > 30.0  # a silent estimate sits at the floor: finite and large
+    lone = np.zeros(4000)
+    lone[0] = 1.0  # only the first frame's window zero sees it
+    r = compute_metrics(lone, x, metrics=("lsd",))
+    assert r.lsd is None and "silent reference" in r.notes["lsd"]

@@ -188,6 +188,30 @@ def test_dataset_on_disk_gives_the_same_summary(tmp_path, table, summary):
     assert len(crn) == 1 and crn[0]["snr_delta_n"] == 11
 
 
+def test_metric_parts_written_before_lsd_still_read(tmp_path, table):
+    """Parts written before the `lsd` column existed read it as null through the store (its dataset carries
+    the current schema); a bare table without the column summarises the metrics it has."""
+    import pyarrow as pa
+
+    from stores import open_store
+
+    store = open_store(tmp_path / "s")
+    old = table.filter(pc.field("run_id") == "r1").drop_columns(["lsd"])
+    folder = store.table_path("metrics")
+    store.fs.makedirs(folder, exist_ok=True)
+    pq.write_table(old, f"{folder}/part-old.parquet")
+    store.write_part("metrics", "part-new", table.filter(pc.field("run_id") == "r2"))
+    read = store.read_table("metrics")
+    assert read.schema.field("lsd").type == pa.float64() and read.num_rows == table.num_rows
+    assert read.filter(pc.field("run_id") == "r1").column("lsd").null_count == old.num_rows
+    got = _group(summarize(store.table("metrics")), model="crn", model_version="v1")
+    assert got["lsd_n"] == 0 and got["lsd_mean"] is None and got["snr_n"] == 11
+    assert _group(summarize(store.table("metrics")), model="crn", model_version="v2")["lsd_n"] == 12
+    bare = summarize(old)
+    assert "snr_mean" in bare.column_names and not any(c.startswith("lsd") for c in bare.column_names)
+    assert "lsd" in format_table(summarize(store.table("metrics")))
+
+
 # ---------------------------------------------------------------------------------------------- where
 
 
