@@ -160,6 +160,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("stoi", pa.float64()),
             ("estoi", pa.float64()),
             ("lsd", pa.float64()),  # added after the first release: older parts read it as null
+            ("reconstruction", pa.string()),  # how the waveform was made (null for noisy); later addition too
             ("created_at", TS),
             ("notes", pa.string()),  # JSON {metric: why it is null}, e.g. PESQ's refusals
         ]

@@ -351,6 +351,7 @@ def metrics_shard(store: Store, run: EvalRun, shard: Shard, rows: list[dict]) ->
                     "run_id": run.run_id,
                     "model": model,
                     "model_version": version,
+                    "reconstruction": run.reconstruction if version is not None else None,
                     "pairset": run.pairset,
                     "split": run.split,
                     "utterance_id": pair["utterance_id"],

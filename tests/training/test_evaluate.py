@@ -54,6 +54,8 @@ def test_noisy_rows_equal_direct_pesq_and_stoi_on_real_pairs(trained):
         assert row["estoi"] == pytest.approx(pystoi.stoi(clean, noisy, 16000, extended=True), rel=1e-12)
     enhanced = [r for r in rows if r["model"] == "crn"]
     assert all(r["model_version"] == versions[0] and np.isfinite(r["si_snr"]) for r in enhanced)
+    assert {r["reconstruction"] for r in enhanced} == {"noisy-phase"}  # how the waveform was made
+    assert {r["reconstruction"] for r in rows if r["model"] == "noisy"} == {None}
 
 
 def test_two_evaluations_are_two_runs_and_both_stay_queryable(trained):
