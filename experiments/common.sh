@@ -40,8 +40,9 @@ evaluate_all() {
 
 # results table of the given model versions (and the noisy input) on the test sets
 results() {
-    local versions=("$@") where="model == 'noisy'"
+    local versions=("$@") where="model == 'noisy'" sets="pairset == 'none'"
     for v in "${versions[@]}"; do where="$where or model_version == '$v'"; done
+    for p in "${TEST_SETS[@]}"; do sets="$sets or pairset == '$p'"; done
     "$SPECSTORE" results --store "$STORE" --brief --group-by model,model_version,pairset \
-        --where "split == 'test' and ($where)" ${METRICS:+--metrics "$METRICS"}
+        --where "split == 'test' and ($sets) and ($where)" ${METRICS:+--metrics "$METRICS"}
 }
