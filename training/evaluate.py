@@ -58,6 +58,16 @@ def run_in_blocks(
     return torch.cat(pieces, dim=1)
 
 
+def own_reconstruction(model) -> str | None:
+    """How a model that makes its own waveform or complex spectrum reconstructs (None: a magnitude model,
+    whose phase is chosen by `--reconstruction`)."""
+    if model.input_kind == "reassigned":
+        return "waveform"
+    if model.output == "crm" or model.input_kind == "complex":
+        return "complex"
+    return None
+
+
 class Enhancer:
     """A trained model version ready to enhance whole utterances."""
 
@@ -68,7 +78,13 @@ class Enhancer:
         self.config = config_from_dict(spec["feature"])
         self.mask = MaskSource(store, self.config)
         self.device = torch.device(device)
-        self.reconstruction = "noisy-phase" if reconstruction == "auto" else reconstruction
+        own = own_reconstruction(self.model)
+        if own and reconstruction != "auto":
+            raise ConfigError(
+                f"Expected --reconstruction auto for model {version!r} (it makes its own {own}). "
+                f"Got {reconstruction!r} instead."
+            )
+        self.reconstruction = own or ("noisy-phase" if reconstruction == "auto" else reconstruction)
         self.version, self.name = version, self.row["architecture"]  # the metrics rows' model_version, model
 
     @torch.no_grad()

@@ -9,7 +9,16 @@ import pytest
 
 from features import feature_config
 from pipelines.testing import build_demo_store, ingest_in_process, tone, write_audio
-from training.evaluate import Enhancer, EvalRun, enhance_shard, metrics_shard, new_run_id, plan_evaluation
+from training.evaluate import (
+    Enhancer,
+    EvalRun,
+    enhance_shard,
+    metrics_shard,
+    new_run_id,
+    own_reconstruction,
+    plan_evaluation,
+)
+from training.models import build_model
 from training.trainer import TrainConfig, train
 
 
@@ -56,6 +65,20 @@ def test_noisy_rows_equal_direct_pesq_and_stoi_on_real_pairs(trained):
     assert all(r["model_version"] == versions[0] and np.isfinite(r["si_snr"]) for r in enhanced)
     assert {r["reconstruction"] for r in enhanced} == {"noisy-phase"}  # how the waveform was made
     assert {r["reconstruction"] for r in rows if r["model"] == "noisy"} == {None}
+
+
+@pytest.mark.parametrize(
+    "name,config,expected",
+    [
+        ("crn", {"channels": [4, 8, 8, 8, 8]}, None),
+        ("unet", {"channels": [4, 8], "in_channels": 1}, None),
+        ("unet", {"channels": [4, 8], "in_channels": 2}, "complex"),
+        ("dccrn", {"channels": [4] * 6, "rnn_units": 8}, "complex"),
+        ("reassigned-inverter", {}, "waveform"),
+    ],
+)
+def test_models_that_make_their_own_output_record_it_as_their_reconstruction(name, config, expected):
+    assert own_reconstruction(build_model(name, **config)) == expected
 
 
 def test_two_evaluations_are_two_runs_and_both_stay_queryable(trained):
