@@ -19,5 +19,5 @@ ri=$(train unet-real-imag-600 "${UNET[@]}" --model-arg in_channels=2 --features 
     --reconstruction griffin-lim
 "$SPECSTORE" evaluate --store "$STORE" --quiet "${REVERB_TESTS[@]}" --model-version "$ri"
 # the metrics record each run's reconstruction: group by it to keep the two magnitude runs apart
-where="split == 'test' and pairset == 'reverb-test' and (model == 'noisy' or model_version == '$mag' or model_version == '$ri')"
+where="split == 'test' and pairset == 'reverb-test' and (model == 'noisy' or model_version == '$mag' or (model_version == '$ri' and reconstruction == 'complex'))"
 "$SPECSTORE" results --store "$STORE" --brief --group-by model,model_version,reconstruction --where "$where"
