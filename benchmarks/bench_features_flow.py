@@ -157,17 +157,30 @@ def compute_floor(kind: str, signals) -> float:
 
 
 THREADS = {"value": True}
+RUNNER = {"prefect_threads": False}
+
+
+def flow_runner():
+    """The flow's task runner: the default local Dask cluster (threads, or processes with --processes), or
+    with --prefect-threads Prefect's own ThreadPoolTaskRunner (2 threads, no Dask), to measure what the Dask
+    task runner costs per task (its context serialisation and hydration: about 0.25 s of CPU per task)."""
+    from pipelines.runner import dask_runner
+
+    if RUNNER["prefect_threads"]:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=2)
+    return dask_runner(2, None, THREADS["value"])
 
 
 def run_flow(root: str, kind: str, config_overrides: dict | None = None, codec: str = "lz4"):
     import flows
     from features import feature_config
-    from pipelines.runner import dask_runner
 
     config = feature_config(kind, **(config_overrides or {}))
     with PeakMemory() as memory:
         started = time.perf_counter()
-        report = flows.features_flow.with_options(task_runner=dask_runner(2, None, THREADS["value"]))(
+        report = flows.features_flow.with_options(task_runner=flow_runner())(
             store=root, pairset="noisy", config=config, codec=codec, progress=False
         )
         seconds = time.perf_counter() - started
@@ -183,6 +196,11 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/bench-features")
     parser.add_argument("--processes", action="store_true", help="the flow's local workers as processes")
     parser.add_argument(
+        "--prefect-threads",
+        action="store_true",
+        help="run the flow's tasks on Prefect's ThreadPoolTaskRunner (2 threads) instead of Dask",
+    )
+    parser.add_argument(
         "--seed-naive",
         action="store_true",
         help="also time the naive loop with librosa.load's "
@@ -193,6 +211,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     THREADS["value"] = not args.processes
+    RUNNER["prefect_threads"] = args.prefect_threads
 
     from pipelines.runner import ensure_prefect_api
 

@@ -250,12 +250,13 @@ def config_from_dict(data: dict[str, Any]) -> FeatureConfig:
     return get_feature(data["kind"]).config_cls.from_dict(data)
 
 
-def compute_feature(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """The feature `config` describes, computed from `wave` (for `decomposed`: the (noisy, clean, noise) waves)."""
+def compute_feature(wave: np.ndarray, config: FeatureConfig, out: np.ndarray | None = None) -> np.ndarray:
+    """The feature `config` describes, computed from `wave` (for `decomposed`: the (noisy, clean, noise) waves),
+    written into `out` (an array of the feature's shape and dtype) when given."""
     spec = get_feature(getattr(config, "kind", None))
     if not isinstance(config, spec.config_cls):
         raise ConfigError(f"Expected a {spec.config_cls.__name__}. Got {type(config).__name__} instead.")
-    return spec.compute(wave, config)
+    return spec.compute(wave, config) if out is None else spec.compute(wave, config, out=out)
 
 
 PRESETS: dict[str, FeatureConfig] = {

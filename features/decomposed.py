@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from features.config import ORACLE_IRM, DecomposedConfig, check_decomposed_n, register_feature
-from features.stft import check_wave, stft_batch, stft_window
+from features.stft import check_wave, feature_out, stft_magnitude
 from stores.errors import ConfigError
 
 
@@ -141,9 +141,10 @@ def _three_waves(wave_pair: Any) -> tuple[Any, Any, Any]:
     )
 
 
-def decomposed(wave_pair: Any, config: DecomposedConfig) -> np.ndarray:
+def decomposed(wave_pair: Any, config: DecomposedConfig, out: np.ndarray | None = None) -> np.ndarray:
     """(frames, n, bins) dense decomposed spectrogram of the noisy wave under the oracle IRM from the clean
-    and noise waves, in config.dtype. A `model:<version>` mask is applied with `decomposed_from_mask`."""
+    and noise waves, in config.dtype (copied into `out` when given). A `model:<version>` mask is applied
+    with `decomposed_from_mask`."""
     if config.mask != ORACLE_IRM:
         raise ConfigError(
             f"Expected mask {ORACLE_IRM!r} to compute decomposed features from waves (a model's mask is "
@@ -155,10 +156,12 @@ def decomposed(wave_pair: Any, config: DecomposedConfig) -> np.ndarray:
             f"Expected noisy, clean and noise waves of the same length. Got {noisy.shape[0]}, "
             f"{clean.shape[0]} and {noise.shape[0]} samples instead."
         )
-    window = stft_window(config)[None]
-    mags = [np.abs(stft_batch(w, config, window)[0]) for w in (noisy, clean, noise)]
-    mask = oracle_irm(mags[1], mags[2])
-    return decomposed_from_mask(mags[0], mask, config.n).astype(config.dtype, copy=False)
+    mags = [stft_magnitude(w, config) for w in (noisy, clean, noise)]
+    dense = decomposed_from_mask(mags[0], oracle_irm(mags[1], mags[2]), config.n)
+    if out is None:
+        return dense.astype(config.dtype, copy=False)
+    np.copyto(feature_out(out, dense.shape, config.dtype), dense, casting="same_kind")
+    return out
 
 
 register_feature(

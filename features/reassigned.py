@@ -38,7 +38,7 @@ import numpy as np
 import scipy.fft
 
 from features.config import ReassignedConfig, register_feature
-from features.stft import check_wave, frames, stft_window
+from features.stft import check_wave, feature_out, frames, stft_window
 
 PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bins) output
 
@@ -143,9 +143,10 @@ def _fast_planes(
     frame_times: np.ndarray,
     config: ReassignedConfig,
     n_samples: int,
+    out: np.ndarray,
 ) -> np.ndarray:
-    """(frames, 3, bins) float32: exact S_h (magnitudes, threshold), float32 corrections from the `scaled`
-    float32 windows [dh·sr/(2π)?, th/sr?], in blocks of BLOCK_VALUES."""
+    """`out` (frames, 3, bins) float32: exact S_h (magnitudes, threshold), float32 corrections from the
+    `scaled` float32 windows [dh·sr/(2π)?, th/sr?], in blocks of BLOCK_VALUES."""
     count, n_fft = framed.shape
     bins = n_fft // 2 + 1
     sr, ref_p = config.sample_rate, config.ref_power
@@ -153,7 +154,6 @@ def _fast_planes(
     threshold = ref_p**0.5 if ref_p > 0 else None
     bf32 = bin_freqs.astype(np.float32)
     ft32 = frame_times.astype(np.float32)
-    out = np.empty((count, 3, bins), dtype=np.float32)
     step = max(1, BLOCK_VALUES // n_fft)
     buf64 = np.empty((step, n_fft))
     spec64 = np.empty((step, bins), dtype=np.complex128)
@@ -239,15 +239,17 @@ def _rows_to_redo(
     return np.union1d(checked[suspect.any(axis=1)], np.flatnonzero(loud))
 
 
-def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
+def reassigned(wave: Any, config: ReassignedConfig, out: np.ndarray | None = None) -> np.ndarray:
     """(frames, 3, n_fft // 2 + 1) float32: planes [reassigned frequency (Hz), reassigned time (s), magnitude],
     equal to the transposed `librosa.reassigned_spectrogram(y=wave, sr=sample_rate, n_fft=..., hop_length=...,
     win_length=..., window=..., center=..., reassign_frequencies=..., reassign_times=..., ref_power=...,
     fill_nan=..., clip=..., pad_mode=...)`: the magnitudes and the NaN (or filled) positions exactly, the
-    frequencies and times within REL_TOL of the plane's scale (module docstring)."""
+    frequencies and times within REL_TOL of the plane's scale (module docstring). Written into `out` when
+    given."""
     y = check_wave(wave, config.n_fft)
     sr, n_fft = config.sample_rate, config.n_fft
     framed = frames(y, config)  # float32 (frames, n_fft) view of the (padded) signal
+    out = feature_out(out, (framed.shape[0], 3, n_fft // 2 + 1), np.float32)
     # librosa.fft_frequencies / frames_to_time / util.cyclic_gradient, written out: touching librosa's
     # modules imports numba and compiles its kernels (seconds in every fresh worker process)
     bin_freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)  # float64 (bins,)
@@ -269,7 +271,7 @@ def reassigned(wave: Any, config: ReassignedConfig) -> np.ndarray:
 
     # float32 overflow, 0/0 and 1/0 in rows that are then redone exactly
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        out = _fast_planes(framed, window, scaled32, bin_freqs, frame_times, config, y.shape[-1])
+        _fast_planes(framed, window, scaled32, bin_freqs, frame_times, config, y.shape[-1], out)
     redo = _rows_to_redo(out, framed, window, scaled32, tolerance, config)
     if redo.size:
         out[redo] = _exact_planes(

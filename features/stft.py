@@ -12,6 +12,8 @@ Input is always taken as float32 (the store's audio): a float64 wave is rounded 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -53,10 +55,18 @@ def stft_window(config: Any) -> np.ndarray:
 
     Built with scipy directly, exactly as `librosa.filters.get_window` + `librosa.util.pad_center` build it
     for a window name: touching `librosa.filters` imports numba and compiles its kernels, 2-4 s in every
-    fresh worker process (measured in the features flow)."""
-    window = scipy.signal.get_window(config.window, config.win_length, fftbins=True)
-    left = (config.n_fft - window.shape[0]) // 2
-    return np.pad(window, (left, config.n_fft - window.shape[0] - left))
+    fresh worker process (measured in the features flow). Read-only, built once per (window, lengths):
+    scipy takes about 0.3 ms, and a feature shard asks for it per signal."""
+    return _window(config.window, config.win_length, config.n_fft)
+
+
+@functools.lru_cache(maxsize=64)
+def _window(name: str, win_length: int, n_fft: int) -> np.ndarray:
+    window = scipy.signal.get_window(name, win_length, fftbins=True)
+    left = (n_fft - window.shape[0]) // 2
+    window = np.pad(window, (left, n_fft - window.shape[0] - left))
+    window.flags.writeable = False
+    return window
 
 
 def n_frames(n_samples: int, config: Any) -> int:
@@ -73,18 +83,37 @@ def frames(wave: np.ndarray, config: Any) -> np.ndarray:
     return view[:: config.hop_length]
 
 
+def _block_rows(count: int, n_fft: int, planes: int = 1) -> int:
+    return max(1, min(count, BLOCK_VALUES // (n_fft * planes)))
+
+
+def stft_blocks(wave: np.ndarray, config: Any, windows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, complex64 (len(windows), size, bins)) blocks of the STFT of `wave` under each window (rows of
+    float64 n_fft), frames start..start+size, in order. The block's buffer is reused: use it before the next.
+
+    `wave` must already have passed `check_wave`."""
+    framed = frames(wave, config)
+    count, n_fft = framed.shape
+    step = _block_rows(count, n_fft, windows.shape[0])
+    x64 = np.empty((windows.shape[0], step, n_fft))
+    spec = np.empty((windows.shape[0], step, n_fft // 2 + 1), dtype=np.complex128)
+    block = np.empty(spec.shape, dtype=np.complex64)
+    for start in range(0, count, step):
+        size = min(step, count - start)
+        np.multiply(windows[:, None, :], framed[None, start : start + size], out=x64[:, :size])
+        np.fft.rfft(x64[:, :size], axis=-1, out=spec[:, :size])
+        np.copyto(block[:, :size], spec[:, :size], casting="same_kind")  # librosa's complex64 rounding
+        yield start, block[:, :size]
+
+
 def stft_batch(wave: np.ndarray, config: Any, windows: np.ndarray) -> np.ndarray:
     """complex64 (len(windows), frames, bins): the STFT of `wave` under each window (rows of float64 n_fft).
 
     `wave` must already have passed `check_wave`.
     """
-    framed = frames(wave, config)
-    count, n_fft = framed.shape
-    out = np.empty((windows.shape[0], count, n_fft // 2 + 1), dtype=np.complex64)
-    step = max(1, BLOCK_VALUES // (n_fft * windows.shape[0]))
-    for start in range(0, count, step):
-        block = framed[start : start + step]
-        out[:, start : start + step] = np.fft.rfft(windows[:, None, :] * block[None], axis=-1)
+    out = np.empty((windows.shape[0], n_frames(wave.shape[0], config), config.n_fft // 2 + 1), np.complex64)
+    for start, block in stft_blocks(wave, config, windows):
+        out[:, start : start + block.shape[1]] = block
     return out
 
 
@@ -94,16 +123,47 @@ def stft_tf(wave: Any, config: Any) -> np.ndarray:
     return stft_batch(y, config, stft_window(config)[None])[0]
 
 
-def magnitude(wave: Any, config: MagnitudeConfig) -> np.ndarray:
+def feature_out(out: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """`out` checked to be a writable array of `shape` and `dtype`, or a new one."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if out.shape != shape or out.dtype != np.dtype(dtype) or not out.flags.writeable:
+        raise ConfigError(
+            f"Expected out to be a writable {np.dtype(dtype)} array of shape {shape}. Got "
+            f"{out.dtype} {out.shape} instead."
+        )
+    return out
+
+
+def magnitude(wave: Any, config: MagnitudeConfig, out: np.ndarray | None = None) -> np.ndarray:
     """(frames, n_fft // 2 + 1) = |librosa.stft(wave, n_fft, hop_length, win_length, window, center,
-    pad_mode)|.T in config.dtype."""
-    return np.abs(stft_tf(wave, config)).astype(config.dtype, copy=False)
+    pad_mode)|.T in config.dtype (written into `out` when given)."""
+    return stft_magnitude(wave, config, out, config.dtype)
 
 
-def complex_stft(wave: Any, config: ComplexConfig) -> np.ndarray:
-    """(frames, 2, n_fft // 2 + 1): the real and imaginary planes of librosa.stft(...).T in config.dtype."""
-    spec = stft_tf(wave, config)
-    return np.stack([spec.real, spec.imag], axis=1).astype(config.dtype, copy=False)
+def stft_magnitude(
+    wave: Any, config: Any, out: np.ndarray | None = None, dtype: Any = np.float32
+) -> np.ndarray:
+    """|stft_tf(wave, config)| in `dtype` (computed in float32 as librosa, then rounded once), into `out`
+    when given."""
+    y = check_wave(wave, config.n_fft)
+    out = feature_out(out, (n_frames(y.shape[0], config), config.n_fft // 2 + 1), dtype)
+    for start, block in stft_blocks(y, config, stft_window(config)[None]):
+        # |complex64| in float32 as librosa, then (float16) rounded once
+        np.abs(block[0], out=out[start : start + block.shape[1]], casting="same_kind")
+    return out
+
+
+def complex_stft(wave: Any, config: ComplexConfig, out: np.ndarray | None = None) -> np.ndarray:
+    """(frames, 2, n_fft // 2 + 1): the real and imaginary planes of librosa.stft(...).T in config.dtype
+    (written into `out` when given)."""
+    y = check_wave(wave, config.n_fft)
+    out = feature_out(out, (n_frames(y.shape[0], config), 2, config.n_fft // 2 + 1), config.dtype)
+    for start, block in stft_blocks(y, config, stft_window(config)[None]):
+        rows = out[start : start + block.shape[1]]
+        np.copyto(rows[:, 0], block[0].real, casting="same_kind")
+        np.copyto(rows[:, 1], block[0].imag, casting="same_kind")
+    return out
 
 
 register_feature("magnitude", MagnitudeConfig, magnitude, "|STFT| (frames, bins)")

@@ -18,9 +18,12 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 import fsspec
+import numcodecs
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -39,6 +42,8 @@ STAGING = "_staging"
 # Float audio barely compresses (zstd: 1.05x); byte-shuffled LZ4 gets 1.09x and reads 4x faster than zarr's
 # default zstd on the demo audio, which matters for training reads.
 AUDIO_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+NUMCODECS_TYPESIZE = tuple(int(p) for p in numcodecs.__version__.split(".")[:2]) >= (0, 16)
 
 
 def _is_local(url: str) -> bool:
@@ -151,8 +156,40 @@ class Store:
             attributes={**attrs, "sha256": array_sha256(data)},
             # every chunk is written, even all-zero ones, so a missing chunk always means damage
             config={"write_empty_chunks": True},
+            # chunk keys `c.<i>.0.0`, files beside zarr.json, instead of `c/<i>/0/0`: no folders per chunk
+            # (creating one costs about 1 ms on the test machine's ext4, like a file)
+            chunk_key_encoding={"name": "default", "separator": "."},
         )
-        array[:] = data
+        encode = chunk_encoder(array.metadata.codecs)
+        if encode is None:
+            array[:] = data  # codecs this module does not encode itself: zarr's own path
+        else:
+            self._write_chunks(path, array.metadata, data, time_chunk, encode)
+
+    def _write_chunks(self, path: str, metadata, data: np.ndarray, time_chunk: int, encode) -> None:
+        """Every chunk of a new array (chunks whole along all axes but time), encoded as zarr encodes it
+        and stored under zarr's chunk key. Equivalent to `array[:] = data` for the codecs of
+        `chunk_encoder`, without zarr's per-chunk fill-and-copy and event-loop round trips: measured 1.5-2x
+        less CPU per array (and less time holding the GIL, which the other shard threads wait for)."""
+        data = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<"), copy=False))
+        base = self._join("arrays.zarr", path)
+        local, folders = _is_local(self.root), set()
+        for index, start in enumerate(range(0, data.shape[0], time_chunk)):
+            block = data[start : start + time_chunk]
+            if block.shape[0] < time_chunk:  # zarr stores the edge chunk whole, padded with the fill value
+                block = np.concatenate(
+                    [block, np.zeros((time_chunk - block.shape[0], *block.shape[1:]), block.dtype)]
+                )
+            key = f"{base}/{metadata.encode_chunk_key((index,) + (0,) * (data.ndim - 1))}"
+            payload = encode(block.reshape(-1).view(np.uint8))
+            if local:
+                if os.path.dirname(key) not in folders:
+                    os.makedirs(os.path.dirname(key), exist_ok=True)
+                    folders.add(os.path.dirname(key))
+                with open(key, "wb") as handle:
+                    handle.write(payload)
+            else:
+                self.fs.pipe_file(key, bytes(payload))
 
     def read_samples(self, array: str, offset: int, num_samples: int) -> np.ndarray:
         return np.asarray(self.arrays[array][offset : offset + num_samples], dtype=np.float32)
@@ -171,10 +208,39 @@ class Store:
         return FeatureSet(self, feature_id)
 
 
+def chunk_encoder(codecs) -> Callable[[np.ndarray], Any] | None:
+    """bytes -> stored chunk bytes for an array's (evolved) zarr codecs, exactly as zarr's codecs encode
+    them: little-endian `bytes`, then `blosc` and/or `zstd` through numcodecs with zarr's parameters. None
+    for any other codec (zarr then writes the array itself)."""
+    steps = []
+    for codec in codecs:
+        spec = codec.to_dict()
+        name, conf = spec["name"], spec.get("configuration") or {}
+        if name == "bytes" and not steps and conf.get("endian", "little") == "little":
+            continue
+        if name == "blosc":
+            config = {k: conf[k] for k in ("cname", "clevel", "blocksize")}
+            config["shuffle"] = BLOSC_SHUFFLE[conf["shuffle"]]
+            if NUMCODECS_TYPESIZE:  # as zarr: numcodecs >= 0.16 takes the typesize
+                config["typesize"] = conf["typesize"]
+            steps.append(numcodecs.Blosc.from_config(config))
+        elif name == "zstd":
+            steps.append(numcodecs.Zstd.from_config({"level": conf["level"], "checksum": conf["checksum"]}))
+        else:
+            return None
+
+    def encode(raw: np.ndarray):
+        for step in steps:
+            raw = step.encode(raw)
+        return raw
+
+    return encode
+
+
 def array_sha256(data: np.ndarray) -> str:
     """Checksum of an array's values (C order, little-endian), independent of chunking and codec."""
-    data = np.ascontiguousarray(data)
-    return hashlib.sha256(data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
+    data = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<"), copy=False))
+    return hashlib.sha256(data.reshape(-1).view(np.uint8)).hexdigest()  # the buffer itself: no copy
 
 
 def remote_options(url: str) -> dict:

@@ -9,6 +9,7 @@ import pytest
 
 from stores import ConfigError, NotFoundError, open_store
 from stores.config import Registry, parse_name, parse_range
+from stores.store import array_sha256
 
 
 def _row(uid, shard="s1", offset=0, n=3):
@@ -118,3 +119,41 @@ def test_parse_range():
     assert parse_range("-5:20", "--snr") == (-5.0, 20.0)
     with pytest.raises(ConfigError, match="LOW <= HIGH"):
         parse_range("20:-5", "--snr")
+
+
+def _chunk_files(st, path):
+    prefix = f"{st.path}/arrays.zarr/{path}/"
+    return {p[len(prefix) :]: st.fs.cat_file(p) for p in st.fs.find(prefix) if not p.endswith("zarr.json")}
+
+
+@pytest.mark.parametrize("root", ["local", "memory://specstore-chunks-{}-{}"])
+@pytest.mark.parametrize(
+    "dtype, shape, chunk, codec",
+    [
+        ("float32", (1000, 3, 41), 96, "lz4"),  # edge chunk padded
+        (">f4", (300, 2, 17), 100, "lz4"),  # big-endian values are stored little-endian
+        ("float16", (333, 257), 50, "zstd"),
+        ("uint8", (90, 257), 40, "blosc-zstd"),
+        ("float32", (70, 5), 7, "none"),
+        ("float32", (0, 5), 7, "lz4"),
+        ("float32", (5000,), 1024, "lz4"),
+    ],
+)
+def test_chunks_written_directly_equal_zarrs_own(tmp_path, root, dtype, shape, chunk, codec):
+    from pipelines.featurize import CODECS
+
+    url = str(tmp_path / "s") if root == "local" else root.format(os.getpid(), tmp_path.name)
+    st = open_store(url)
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal(shape) * 50).astype(dtype)
+    st.write_array("x/fast", data, {"k": 1}, (chunk,), CODECS[codec]())
+    array = st.arrays.create_array(
+        "x/zarr", shape=data.shape, chunks=st.arrays["x/fast"].chunks, dtype=data.dtype, fill_value=0,
+        compressors=CODECS[codec](), config={"write_empty_chunks": True},
+        chunk_key_encoding={"name": "default", "separator": "."},
+    )  # fmt: skip
+    array[:] = data
+    fast, ref = _chunk_files(st, "x/fast"), _chunk_files(st, "x/zarr")
+    assert fast == ref and len(ref) == -(-shape[0] // chunk)
+    np.testing.assert_array_equal(st.arrays["x/fast"][:], data)
+    assert st.arrays["x/fast"].attrs["sha256"] == array_sha256(data)

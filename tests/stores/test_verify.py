@@ -6,7 +6,7 @@ from pipelines.mixing import PairConfig
 from pipelines.repair import repair
 from pipelines.testing import features_in_process, ingest_in_process, pairs_in_process, tone, write_audio
 from stores import open_store
-from stores.verify import verify_store
+from stores.verify import missing_chunks, verify_store
 
 
 @pytest.fixture
@@ -34,7 +34,12 @@ def full_store(tmp_path):
 
 
 def _chunk_files(store, prefix):
-    return sorted(p for p in store.fs.find(f"{store.path}/arrays.zarr/{prefix}") if "/c/" in p)
+    """Chunk files (`<array>/c.<i>...`) of the arrays under `prefix`."""
+    return sorted(
+        p
+        for p in store.fs.find(f"{store.path}/arrays.zarr/{prefix}")
+        if p.rsplit("/", 1)[-1].startswith("c.")
+    )
 
 
 def test_a_healthy_store_verifies_clean(full_store):
@@ -51,7 +56,7 @@ def test_deleting_any_one_feature_chunk_is_named(full_store):
         store.fs.rm(chunk)
         problems = verify_store(store, checksums=False)
         relative = chunk.split("/arrays.zarr/", 1)[1]
-        array, key = relative.split("/c/")
+        array, key = relative.rsplit("/", 1)
         assert any(array in p.line() and key in p.line() for p in problems), (
             chunk,
             [p.line() for p in problems],
@@ -127,3 +132,16 @@ def test_silently_changed_values_fail_the_checksum(full_store):
     assert [p.detail for p in problems] == [
         f"array {row['array']}/input does not match the checksum recorded when it was written"
     ]
+
+
+def test_missing_chunks_of_arrays_with_slash_chunk_keys(tmp_path):
+    # arrays written before chunk keys used dots (`c/1/0` folders) are still checked
+    store = open_store(tmp_path / "store")
+    array = store.arrays.create_array("old/x", shape=(10, 3), chunks=(4, 3), dtype="float32", fill_value=0)
+    array[:] = np.ones((10, 3), dtype=np.float32)
+    assert missing_chunks(store, "old/x") == []
+    store.fs.rm(f"{store.path}/arrays.zarr/old/x/c/1/0")
+    assert missing_chunks(store, "old/x") == ["c/1/0"]
+    store.write_array("new/x", np.ones((10, 3), dtype=np.float32), {}, (4,), None)
+    store.fs.rm(f"{store.path}/arrays.zarr/new/x/c.2.0")
+    assert missing_chunks(store, "new/x") == ["c.2.0"]
