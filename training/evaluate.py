@@ -128,18 +128,9 @@ class Enhancer:
         return wave, (np.abs(enhanced_tf) if self.model.input_kind != "complex" else out)
 
     def _istft(self, tf: np.ndarray, length: int) -> np.ndarray:
-        import librosa
+        from features.invert import istft
 
-        c = self.config
-        return librosa.istft(
-            tf.T,
-            hop_length=c.hop_length,
-            win_length=c.win_length,
-            n_fft=c.n_fft,
-            window=c.window,
-            center=c.center,
-            length=length,
-        ).astype(np.float32)
+        return istft(tf, self.config, length)
 
     def _griffin_lim(self, magnitude: np.ndarray, length: int) -> np.ndarray:
         import librosa
