@@ -17,12 +17,12 @@ import argparse
 import time
 from pathlib import Path
 
-import librosa
 import numpy as np
 import scipy.signal
 import soundfile as sf
 
 from features import ReassignedConfig, invert_reassigned, invert_zero_phase, reassigned
+from features.invert import griffin_lim as invert_griffin_lim
 from training.metrics import compute_metrics
 
 NAMES = ("snr", "si_snr", "lsd", "pesq_wb", "stoi", "rot20", "seconds")
@@ -40,17 +40,7 @@ def rotation_snr(clean: np.ndarray, estimate: np.ndarray, block: int = 320) -> f
 
 
 def griffin_lim(triple: np.ndarray, config: ReassignedConfig, length: int, iters: int) -> np.ndarray:
-    return librosa.griffinlim(
-        triple[:, 2].T.astype(np.float64),
-        n_iter=iters,
-        hop_length=config.hop_length,
-        win_length=config.win_length,
-        n_fft=config.n_fft,
-        window=config.window,
-        center=config.center,
-        length=length,
-        random_state=0,
-    ).astype(np.float32)
+    return invert_griffin_lim(triple[:, 2].astype(np.float64), config, length, n_iter=iters)
 
 
 def scores(clean: np.ndarray, estimate: np.ndarray, seconds: float) -> dict[str, float]:

@@ -226,6 +226,24 @@ def istft(spec: np.ndarray, config: Any, length: int | None = None) -> np.ndarra
     ).astype(np.float32)
 
 
+def griffin_lim(magnitude: np.ndarray, config: Any, length: int, n_iter: int = 64) -> np.ndarray:
+    """float32 waveform from a time-major magnitude alone: librosa.griffinlim with the config's window, hop
+    and centring (random initial phase, seed 0, so reruns are identical)."""
+    import librosa
+
+    return librosa.griffinlim(
+        np.asarray(magnitude).T,
+        n_iter=n_iter,
+        hop_length=config.hop_length,
+        win_length=config.win_length,
+        n_fft=config.n_fft,
+        window=config.window,
+        center=config.center,
+        length=length,
+        random_state=0,
+    ).astype(np.float32)
+
+
 def invert_reassigned(
     triple: Any, config: ReassignedConfig, length: int | None = None, tol: float = TOL
 ) -> np.ndarray:

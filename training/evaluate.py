@@ -133,20 +133,9 @@ class Enhancer:
         return istft(tf, self.config, length)
 
     def _griffin_lim(self, magnitude: np.ndarray, length: int) -> np.ndarray:
-        import librosa
+        from features.invert import griffin_lim
 
-        c = self.config
-        return librosa.griffinlim(
-            magnitude.T,
-            n_iter=64,
-            hop_length=c.hop_length,
-            win_length=c.win_length,
-            n_fft=c.n_fft,
-            window=c.window,
-            center=c.center,
-            length=length,
-            random_state=0,
-        ).astype(np.float32)
+        return griffin_lim(magnitude, self.config, length, n_iter=64)
 
 
 @dataclass(frozen=True)
