@@ -276,7 +276,7 @@ def make_pairs_shard(
     rows, signals, offset = [], {"input": [], "clean": [], "noise": []}, 0
     for utt in shard.items:
         clean = store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
-        pair_id = utt["pair_id"]  # the utterance id, or a copy's (plan_pairs)
+        pair_id = utt["pair_id"]  # the utterance id, or a copy's (plan_pairs, repair)
         pair, fields = make_pair(clean, pair_id, config, sources, cache, sr)
         if utt.get("copy"):  # where a copy came from, for anyone joining pairs to utterances
             params = json.loads(fields["params_json"])

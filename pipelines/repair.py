@@ -85,12 +85,17 @@ def repair_pairs_shard(store: Store, shard: str) -> str:
         given_pairs_shard(store, corpus, pairset, Shard(shard, items), audio)
     else:
         config = PairConfig.from_dict(dict(store.arrays[f"pairs/{pairset}"].attrs)["config"])
-        ids = [r["utterance_id"] for r in rows]
+        # a copy's row names its source utterance in params_json (`pairs --copies`); others are their own
+        sources = {r["utterance_id"]: json.loads(r["params_json"] or "{}") for r in rows}
+        ids = {pair: p.get("utterance_id", pair) for pair, p in sources.items()}
         utts = store.read_table(
-            "utterances", filter=(ds.field("corpus") == corpus) & ds.field("utterance_id").isin(ids)
+            "utterances",
+            filter=(ds.field("corpus") == corpus) & ds.field("utterance_id").isin(sorted(set(ids.values()))),
         )
-        order = {u: k for k, u in enumerate(ids)}
-        items = sorted(utts.to_pylist(), key=lambda u: order[u["utterance_id"]])
+        by_id = {u["utterance_id"]: u for u in utts.to_pylist()}
+        items = [
+            {**by_id[ids[pair]], "pair_id": pair, "copy": sources[pair].get("copy", 0)} for pair in sources
+        ]
         make_pairs_shard(store, pairset, config, Shard(shard, items), load_sources(store, config))
     return f"recomputed pairs shard {shard} of {pairset} ({len(rows)} pairs)"
 

@@ -61,6 +61,25 @@ def test_copies_give_each_utterance_several_distinct_pairs(real_store, real_data
     assert pairs_in_process(real_store, "copies", config, noise_folder=real_data / "noise") == []
 
 
+def test_a_damaged_shard_of_copies_is_recomputed_identically(real_store, real_data):
+    from pipelines.repair import repair
+    from stores.verify import verify_store
+
+    config = PairConfig(corpus="real", kind="noisy", noise="x", seed=4, copies=2)
+    pairs_in_process(real_store, "copies2", config, noise_folder=real_data / "noise", shard_size=6)
+    row = next(r for r in _rows(real_store, "copies2") if r["utterance_id"].endswith("+1"))
+    before = real_store.audio("copies2", row["utterance_id"], "input")
+    folder = f"{real_store.path}/arrays.zarr/{row['array']}/input"
+    real_store.fs.rm(
+        sorted(p for p in real_store.fs.find(folder) if p.rsplit("/", 1)[-1].startswith("c."))[0]
+    )
+    problems = verify_store(real_store)
+    assert any(row["shard"] in p.what for p in problems)
+    repair(real_store, problems)
+    assert verify_store(real_store) == []
+    np.testing.assert_array_equal(real_store.audio("copies2", row["utterance_id"], "input"), before)
+
+
 def test_same_seed_gives_identical_pairs_whatever_the_sharding(tmp_path, real_data):
     stores = []
     for shard_size in (3, 50):
