@@ -23,6 +23,7 @@ from functools import cached_property
 from typing import Any
 
 import fsspec
+import google_crc32c
 import numcodecs
 import numpy as np
 import pyarrow as pa
@@ -41,6 +42,8 @@ DEFAULT_SAMPLE_RATE = 16000
 STAGING = "_staging"
 # Float audio barely compresses (zstd: 1.05x); byte-shuffled LZ4 gets 1.09x and reads 4x faster than zarr's
 # default zstd on the demo audio, which matters for training reads.
+# the attribute holding an array's values checksum (`verify` also accepts the older "sha256")
+CHECKSUM_ATTR = "crc32c"
 AUDIO_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 NUMCODECS_TYPESIZE = tuple(int(p) for p in numcodecs.__version__.split(".")[:2]) >= (0, 16)
@@ -153,7 +156,7 @@ class Store:
             compressors=codec,
             # given at creation: `attrs.update` afterwards rewrites the metadata once per key (measured
             # 1.4 s for 44 arrays of 10 keys). The checksum of what was written is what `verify` checks.
-            attributes={**attrs, "sha256": array_sha256(data)},
+            attributes={**attrs, CHECKSUM_ATTR: array_checksum(data)},
             # every chunk is written, even all-zero ones, so a missing chunk always means damage
             config={"write_empty_chunks": True},
             # chunk keys `c.<i>.0.0`, files beside zarr.json, instead of `c/<i>/0/0`: no folders per chunk
@@ -237,10 +240,16 @@ def chunk_encoder(codecs) -> Callable[[np.ndarray], Any] | None:
     return encode
 
 
-def array_sha256(data: np.ndarray) -> str:
-    """Checksum of an array's values (C order, little-endian), independent of chunking and codec."""
+def array_checksum(data: np.ndarray, algorithm: str = "crc32c") -> str:
+    """Checksum of an array's values (C order, little-endian), independent of chunking and codec: CRC-32C
+    (zarr's own chunk checksum, hardware-accelerated by google-crc32c: 13 GB/s against sha256's 1.5 GB/s on
+    the test machine, where hashing was 10 % of a complex-feature shard's CPU), or `sha256` (what stores
+    written before 2026-11-21 recorded)."""
     data = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<"), copy=False))
-    return hashlib.sha256(data.reshape(-1).view(np.uint8)).hexdigest()  # the buffer itself: no copy
+    raw = data.reshape(-1).view(np.uint8)  # the buffer itself: no copy
+    if algorithm == "sha256":
+        return hashlib.sha256(raw).hexdigest()
+    return f"{google_crc32c.value(raw):08x}"
 
 
 def remote_options(url: str) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stores.store import STAGING, Store, array_sha256
+from stores.store import CHECKSUM_ATTR, STAGING, Store, array_checksum
 
 # the tables whose parts commit shards
 COMMITS = ("utterances", "pairs", "feature_frames")
@@ -74,14 +74,17 @@ def check_array(store: Store, path: str, checksums: bool) -> list[str]:
             f"array {path} misses chunk{'s' if len(missing) > 1 else ''} {', '.join(missing[:5])}"
             + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         ]
-    recorded = store.arrays[path].attrs.get("sha256")
+    attrs = store.arrays[path].attrs
+    # stores written before the CRC-32C checksum recorded a sha256 of the same values
+    algorithm = CHECKSUM_ATTR if CHECKSUM_ATTR in attrs else "sha256"
+    recorded = attrs.get(algorithm)
     if not checksums or not recorded:
         return []
     try:
         values = np.asarray(store.arrays[path][:])
     except Exception as exc:  # a chunk of the wrong size or codec: any decoding failure is damage
         return [f"array {path} cannot be decoded ({type(exc).__name__}: {exc})"]
-    if array_sha256(values) != recorded:
+    if array_checksum(values, algorithm) != recorded:
         return [f"array {path} does not match the checksum recorded when it was written"]
     return []
 

@@ -9,7 +9,7 @@ import pytest
 
 from stores import ConfigError, NotFoundError, open_store
 from stores.config import Registry, parse_name, parse_range
-from stores.store import array_sha256
+from stores.store import array_checksum
 
 
 def _row(uid, shard="s1", offset=0, n=3):
@@ -156,4 +156,4 @@ def test_chunks_written_directly_equal_zarrs_own(tmp_path, root, dtype, shape, c
     fast, ref = _chunk_files(st, "x/fast"), _chunk_files(st, "x/zarr")
     assert fast == ref and len(ref) == -(-shape[0] // chunk)
     np.testing.assert_array_equal(st.arrays["x/fast"][:], data)
-    assert st.arrays["x/fast"].attrs["sha256"] == array_sha256(data)
+    assert st.arrays["x/fast"].attrs["crc32c"] == array_checksum(data)

@@ -145,3 +145,19 @@ def test_missing_chunks_of_arrays_with_slash_chunk_keys(tmp_path):
     store.write_array("new/x", np.ones((10, 3), dtype=np.float32), {}, (4,), None)
     store.fs.rm(f"{store.path}/arrays.zarr/new/x/c.2.0")
     assert missing_chunks(store, "new/x") == ["c.2.0"]
+
+
+def test_arrays_checksummed_with_sha256_before_crc32c_are_still_checked(tmp_path):
+    from stores.store import array_checksum
+    from stores.verify import check_array
+
+    store = open_store(tmp_path / "store")
+    values = np.arange(30, dtype=np.float32).reshape(10, 3)
+    array = store.arrays.create_array("old/x", shape=(10, 3), chunks=(4, 3), dtype="float32", fill_value=0)
+    array[:] = values
+    array.attrs.update({"sha256": array_checksum(values, "sha256")})  # as stores of 2026-11-20 recorded it
+    assert check_array(store, "old/x", checksums=True) == []
+    array[0:1] = 7.0
+    assert check_array(store, "old/x", checksums=True) == [
+        "array old/x does not match the checksum recorded when it was written"
+    ]
