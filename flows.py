@@ -7,6 +7,8 @@ many utterances that returns counts, never arrays. Tasks run through prefect-das
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
 import sys
 import time
@@ -17,7 +19,6 @@ import pipelines.runner  # noqa: F401  (first: it sets Prefect's and Dask's envi
 
 # isort: split
 from prefect import flow, task  # noqa: E402
-from prefect.futures import as_completed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from features import feature_config  # noqa: E402
@@ -40,7 +41,7 @@ from pipelines.mixing import (  # noqa: E402
 )
 from pipelines.pairs import given_pairs_shard, given_pairset_name, plan_given_pairs  # noqa: E402
 from pipelines.reports import EvaluateReport, FeaturesReport, IngestReport, PairsReport, summarize  # noqa: E402
-from pipelines.runner import auto_shard_size, ensure_prefect_api, run_shards  # noqa: E402
+from pipelines.runner import ShardRunner, auto_shard_size, ensure_prefect_api, run_shards  # noqa: E402
 from pipelines.splits import SplitConfig, parse_split_fractions  # noqa: E402
 from stores.config import parse_name, parse_positive_int, parse_range  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
@@ -281,15 +282,15 @@ def features_flow(store: str, pairset: str, config: FeatureConfig, codec: str = 
 
 
 def _run_feature_shards(st, plan, progress):
-    futures = [features_shard_task.submit(st.root, plan.spec, shard) for shard in plan.shards]
+    runner = ShardRunner()
+    futures = [runner.submit(features_shard_task, st.root, plan.spec, shard) for shard in plan.shards]
     with tqdm(
         total=sum(len(s.items) for s in plan.shards),
         desc=f"features {plan.spec.feature_id}",
         unit="pair",
         disable=not progress,
     ) as bar:
-        for fut in as_completed(futures):
-            result = fut.result()
+        for result in runner.results(futures):
             bar.update(result.utterances)
             yield result
 
@@ -368,7 +369,7 @@ def evaluate_flow(
     enhancer = make_enhancer(st, version, method, feature_id, reconstruction, device)
     run = new_run(enhancer, pairset, split)
     shards = plan_evaluation(st, pairset, split)
-    futures = []
+    futures, runner = [], ShardRunner()
     with tqdm(
         total=sum(len(s.items) for s in shards),
         desc=f"evaluate {run.version}",
@@ -377,10 +378,10 @@ def evaluate_flow(
     ) as bar:
         for shard in shards:
             rows = enhance_shard(st, run, enhancer, shard)
-            futures.append(metrics_task.submit(st.root, run, shard, rows))
+            futures.append(runner.submit(metrics_task, st.root, run, shard, rows))
             bar.update(len(rows))
-    for future in futures:
-        future.result()
+    for _ in runner.results(futures):
+        pass
     written = write_plots(st, run, plots, plot_ids) if plots else []
     return EvaluateReport(run.run_id, run.version, pairset, split, st, written, time.perf_counter() - started)
 
@@ -615,7 +616,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["ConfigError", "ingest_flow", "main"]
+def cli() -> None:
+    """The `specstore` command: `main`, then the process ends without the interpreter's finalisation.
+
+    After reading Parquet through fsspec (object stores), pyarrow's C++ thread pools can abort the process
+    while the interpreter tears down, with the command's work done and its output printed: "terminate
+    called without an active exception", exit -6 (seen once in tests/test_s3.py's runs; apache/arrow#39162,
+    #34314, open). Python's atexit handlers (Prefect's temporary server, Dask, logging) still run first."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+__all__ = ["ConfigError", "cli", "ingest_flow", "main"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

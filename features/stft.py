@@ -13,6 +13,7 @@ Input is always taken as float32 (the store's audio): a float64 wave is rounded 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,12 @@ from stores.errors import ConfigError
 # Values per FFT call: the float64 windowed frames of one call stay at 1 MiB (cache-sized; measured fastest
 # among 2**14..2**20 on 60 s of speech), bounding memory for long recordings.
 BLOCK_VALUES = 1 << 17
+
+# Per-thread free lists of stft_blocks' work buffers (float64 frames, complex128 and complex64 spectra,
+# ~2.5 MB at the defaults): fresh memory of that size comes from mmap and costs page faults on every
+# signal (on the test VM 2/3 of a magnitude computation's time was system time; reusing them took the
+# magnitudes of 58 min of speech, signal by signal, from 2.3 s to 0.8 s).
+_WORK = threading.local()
 
 
 def check_wave(wave: Any, n_fft: int) -> np.ndarray:
@@ -42,8 +49,10 @@ def check_wave(wave: Any, n_fft: int) -> np.ndarray:
         )
     with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, reported below
         arr = arr.astype(np.float32, copy=False)
-    finite = np.isfinite(arr)
-    if not finite.all():
+    # a float64 sum of float32 values cannot overflow, so it is finite exactly when every sample is: one
+    # pass without the boolean copy (which was 9 % of a magnitude computation)
+    if not np.isfinite(np.add.reduce(arr, dtype=np.float64)):
+        finite = np.isfinite(arr)
         raise ConfigError(
             f"Expected a finite waveform. Got {int(arr.size - finite.sum())} NaN or infinite samples instead."
         )
@@ -95,15 +104,25 @@ def stft_blocks(wave: np.ndarray, config: Any, windows: np.ndarray) -> Iterator[
     framed = frames(wave, config)
     count, n_fft = framed.shape
     step = _block_rows(count, n_fft, windows.shape[0])
-    x64 = np.empty((windows.shape[0], step, n_fft))
-    spec = np.empty((windows.shape[0], step, n_fft // 2 + 1), dtype=np.complex128)
-    block = np.empty(spec.shape, dtype=np.complex64)
-    for start in range(0, count, step):
-        size = min(step, count - start)
-        np.multiply(windows[:, None, :], framed[None, start : start + size], out=x64[:, :size])
-        np.fft.rfft(x64[:, :size], axis=-1, out=spec[:, :size])
-        np.copyto(block[:, :size], spec[:, :size], casting="same_kind")  # librosa's complex64 rounding
-        yield start, block[:, :size]
+    key = (windows.shape[0], _block_rows(1 << 30, n_fft, windows.shape[0]), n_fft)  # the full-size buffers
+    free = _WORK.__dict__.setdefault(key, [])
+    x64, spec, block = free.pop() if free else _work_buffers(*key)
+    try:
+        for start in range(0, count, step):
+            size = min(step, count - start)
+            np.multiply(windows[:, None, :], framed[None, start : start + size], out=x64[:, :size])
+            np.fft.rfft(x64[:, :size], axis=-1, out=spec[:, :size])
+            np.copyto(block[:, :size], spec[:, :size], casting="same_kind")  # librosa's complex64 rounding
+            yield start, block[:, :size]
+    finally:  # back to this thread's free list (a generator interleaved with this one took its own)
+        if len(free) < 4:
+            free.append((x64, spec, block))
+
+
+def _work_buffers(planes: int, rows: int, n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x64 = np.empty((planes, rows, n_fft))
+    spec = np.empty((planes, rows, n_fft // 2 + 1), dtype=np.complex128)
+    return x64, spec, np.empty(spec.shape, dtype=np.complex64)
 
 
 def stft_batch(wave: np.ndarray, config: Any, windows: np.ndarray) -> np.ndarray:

@@ -68,7 +68,7 @@ class PairReader:
 
     def _slice(self, path: str, offset: int, n: int) -> np.ndarray:
         if path not in self._arrays:
-            self._arrays[path] = np.asarray(self.store.arrays[path][:], dtype=np.float32)
+            self._arrays[path] = np.asarray(self.store.read_array(path), dtype=np.float32)
         return self._arrays[path][offset : offset + n]
 
     def _load_corpus_rows(self, rows: list[dict]) -> None:

@@ -194,6 +194,39 @@ class Store:
             else:
                 self.fs.pipe_file(key, bytes(payload))
 
+    def read_array(self, path: str) -> np.ndarray:
+        """A whole array's values. Arrays this module wrote (chunks whole along every axis but time, codecs
+        of `chunk_decoder`) in a local store are read chunk file by chunk file and decoded by numcodecs
+        straight into the result: measured 0.27 s against zarr's 0.48 s for 445 MB of LZ4 audio, and no
+        round trips through zarr's event-loop thread, which the other shard threads wait on. Anything else
+        (and any missing chunk, which zarr reads as the fill value) goes through zarr."""
+        array = self.arrays[path]
+        decode = chunk_decoder(array.metadata.codecs)
+        if (
+            decode is None
+            or not array.ndim
+            or not _is_local(self.root)
+            or tuple(array.chunks[1:]) != tuple(array.shape[1:])
+        ):
+            return np.asarray(array[:])
+        time_chunk = array.chunks[0]
+        out = np.empty(array.shape, dtype=array.dtype)
+        block = np.empty((time_chunk, *array.shape[1:]), dtype=array.dtype)
+        base = self._join("arrays.zarr", path)
+        for index, start in enumerate(range(0, array.shape[0], time_chunk)):
+            key = f"{base}/{array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))}"
+            try:
+                with open(key, "rb") as handle:
+                    payload = handle.read()
+            except FileNotFoundError:
+                return np.asarray(array[:])
+            target = out[start : start + time_chunk]
+            whole = target.shape[0] == time_chunk  # the edge chunk is stored padded to a whole chunk
+            decode(payload, target if whole else block)
+            if not whole:
+                target[...] = block[: target.shape[0]]
+        return out
+
     def read_samples(self, array: str, offset: int, num_samples: int) -> np.ndarray:
         return np.asarray(self.arrays[array][offset : offset + num_samples], dtype=np.float32)
 
@@ -211,10 +244,9 @@ class Store:
         return FeatureSet(self, feature_id)
 
 
-def chunk_encoder(codecs) -> Callable[[np.ndarray], Any] | None:
-    """bytes -> stored chunk bytes for an array's (evolved) zarr codecs, exactly as zarr's codecs encode
-    them: little-endian `bytes`, then `blosc` and/or `zstd` through numcodecs with zarr's parameters. None
-    for any other codec (zarr then writes the array itself)."""
+def _numcodecs_steps(codecs) -> list | None:
+    """The numcodecs equivalents, in encoding order, of an array's (evolved) zarr codecs: little-endian
+    `bytes`, then `blosc` and/or `zstd` with zarr's parameters. None for any other codec."""
     steps = []
     for codec in codecs:
         spec = codec.to_dict()
@@ -231,6 +263,15 @@ def chunk_encoder(codecs) -> Callable[[np.ndarray], Any] | None:
             steps.append(numcodecs.Zstd.from_config({"level": conf["level"], "checksum": conf["checksum"]}))
         else:
             return None
+    return steps
+
+
+def chunk_encoder(codecs) -> Callable[[np.ndarray], Any] | None:
+    """bytes -> stored chunk bytes for an array's (evolved) zarr codecs, exactly as zarr's codecs encode
+    them (see `_numcodecs_steps`). None for any other codec (zarr then writes the array itself)."""
+    steps = _numcodecs_steps(codecs)
+    if steps is None:
+        return None
 
     def encode(raw: np.ndarray):
         for step in steps:
@@ -238,6 +279,25 @@ def chunk_encoder(codecs) -> Callable[[np.ndarray], Any] | None:
         return raw
 
     return encode
+
+
+def chunk_decoder(codecs) -> Callable[[bytes, np.ndarray], None] | None:
+    """(stored chunk bytes, out array) -> None, decoding into `out` (C-contiguous, the chunk's shape) for
+    the codecs `chunk_encoder` writes; None for any other codec."""
+    steps = _numcodecs_steps(codecs)
+    if steps is None:
+        return None
+
+    def decode(payload: bytes, out: np.ndarray) -> None:
+        raw = out.reshape(-1).view(np.uint8)
+        for step in reversed(steps[1:]):
+            payload = step.decode(payload)
+        if steps:
+            steps[0].decode(payload, out=raw)
+        else:
+            raw[:] = np.frombuffer(payload, dtype=np.uint8)
+
+    return decode
 
 
 def array_checksum(data: np.ndarray, algorithm: str = "crc32c") -> str:

@@ -88,8 +88,7 @@ class FeatureStream(IterableDataset):
         return ["input", "levels", "target"] if self.kind == "decomposed" else ["input", "target"]
 
     def _read_shard(self, fs: FeatureSet, group: str) -> dict[str, np.ndarray]:
-        arrays = fs.store.arrays
-        return {name: np.asarray(arrays[f"{group}/{name}"][:]) for name in self._names()}
+        return {name: fs.store.read_array(f"{group}/{name}") for name in self._names()}
 
     def __iter__(self) -> Iterator[dict]:
         index, count = _consumer()
