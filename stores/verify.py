@@ -52,12 +52,11 @@ def _group_arrays(store: Store, group: str) -> list[str]:
 
 
 def missing_chunks(store: Store, path: str) -> list[str]:
-    """The chunk keys of the array's grid with no file: `c.0.0` (`c/0/0` in stores written before chunk keys
-    used dots)."""
+    """The chunk (or shard) keys of the array's grid with no file: `c.0.0` (`c/0/0` in stores written
+    before chunk keys used dots)."""
     array = store.arrays[path]
-    grid = [
-        range(math.ceil(s / c)) if s else range(0) for s, c in zip(array.shape, array.chunks, strict=True)
-    ]
+    stored = array.shards or array.chunks  # a sharded array stores one file per shard
+    grid = [range(math.ceil(s / c)) if s else range(0) for s, c in zip(array.shape, stored, strict=True)]
     prefix = f"{store.path}/arrays.zarr/{path}/"
     present = {p[len(prefix) :] for p in store.fs.find(prefix.rstrip("/"))}
     expected = (array.metadata.encode_chunk_key(idx) for idx in itertools.product(*grid))
