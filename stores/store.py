@@ -41,10 +41,10 @@ from stores.schema import rows_to_table, table_schema
 FORMAT_VERSION = 1
 DEFAULT_SAMPLE_RATE = 16000
 STAGING = "_staging"
-# Float audio barely compresses (zstd: 1.05x); byte-shuffled LZ4 gets 1.09x and reads 4x faster than zarr's
-# default zstd on the demo audio, which matters for training reads.
 # the attribute holding an array's values checksum (`verify` also accepts the older "sha256")
 CHECKSUM_ATTR = "crc32c"
+# Float audio barely compresses (zstd: 1.05x); byte-shuffled LZ4 gets 1.09x and reads 4x faster than zarr's
+# default zstd on the demo audio, which matters for training reads.
 AUDIO_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 NUMCODECS_TYPESIZE = tuple(int(p) for p in numcodecs.__version__.split(".")[:2]) >= (0, 16)
@@ -193,9 +193,8 @@ class Store:
             payloads.append(encode(block.reshape(-1).view(np.uint8)))
         if sharded:
             payloads = [*payloads, shard_index(payloads)]
-        base = self._join("arrays.zarr", path)
-        keys = [metadata.encode_chunk_key((i,) + (0,) * (data.ndim - 1)) for i in range(len(payloads))]
-        files = {keys[0]: payloads} if sharded else {k: [p] for k, p in zip(keys, payloads, strict=False)}
+        base, key = self._join("arrays.zarr", path), functools.partial(_chunk_key, metadata, data.ndim)
+        files = {key(0): payloads} if sharded else {key(i): [p] for i, p in enumerate(payloads)}
         if _is_local(self.root):
             os.makedirs(base, exist_ok=True)
             for key, parts in files.items():
