@@ -13,19 +13,13 @@ are derived from the task's shard id, so a rerun of the same shard replaces its 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import hashlib
 import json
 import os
 import re
 import uuid
-from collections.abc import Callable
 from functools import cached_property
-from typing import Any
 
 import fsspec
-import google_crc32c
-import numcodecs
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -34,6 +28,15 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.storage import FsspecStore, LocalStore
 
+from stores.chunks import (
+    CHUNK_KEY_ENCODING,
+    array_checksum,
+    array_metadata,
+    encode_chunks,
+    metadata_encoder,
+    read_local_array,
+    write_local_array,
+)
 from stores.config import parse_name, parse_positive_int
 from stores.errors import ConfigError, NotFoundError
 from stores.schema import rows_to_table, table_schema
@@ -46,8 +49,6 @@ CHECKSUM_ATTR = "crc32c"
 # Float audio barely compresses (zstd: 1.05x); byte-shuffled LZ4 gets 1.09x and reads 4x faster than zarr's
 # default zstd on the demo audio, which matters for training reads.
 AUDIO_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
-BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-NUMCODECS_TYPESIZE = tuple(int(p) for p in numcodecs.__version__.split(".")[:2]) >= (0, 16)
 
 
 def _is_local(url: str) -> bool:
@@ -148,104 +149,55 @@ class Store:
         length, the other axes are whole. An array of more than one chunk is one zarr shard (one file or
         object, its chunks inside, each still read on its own): creating a file costs ~1 ms of system
         time on the test machine's ext4 (more right after files were deleted: 14 % of a magnitude feature
-        run's CPU went to inode allocation), and object stores charge per request."""
+        run's CPU went to inode allocation), and object stores charge per request. Every chunk is written,
+        even all-zero ones, so a missing chunk always means damage; the checksum of the values is an
+        attribute (what `verify` checks). Local stores are written by `stores.chunks` (zarr's format,
+        without its event loop); other stores and codecs through zarr."""
         time_chunk = min(chunks[0], max(1, data.shape[0]))
         count = -(-data.shape[0] // time_chunk)
+        inner = (time_chunk, *data.shape[1:])
+        shards = (count * time_chunk, *data.shape[1:]) if count > 1 else None
+        attributes = {**attrs, CHECKSUM_ATTR: array_checksum(data)}
+        if _is_local(self.root):
+            metadata = array_metadata(data.shape, data.dtype, inner, shards, codec, attributes)
+            encode = metadata_encoder(metadata)
+            if encode is not None:
+                write_local_array(self._join("arrays.zarr"), path, metadata, data, encode)
+                return
         array = self.arrays.create_array(
             path,
             shape=data.shape,
-            chunks=(time_chunk, *data.shape[1:]),
-            shards=(count * time_chunk, *data.shape[1:]) if count > 1 else None,
+            chunks=inner,
+            shards=shards,
             dtype=data.dtype,
             overwrite=True,
             fill_value=0,
             compressors=codec,
             # given at creation: `attrs.update` afterwards rewrites the metadata once per key (measured
-            # 1.4 s for 44 arrays of 10 keys). The checksum of what was written is what `verify` checks.
-            attributes={**attrs, CHECKSUM_ATTR: array_checksum(data)},
-            # every chunk is written, even all-zero ones, so a missing chunk always means damage
+            # 1.4 s for 44 arrays of 10 keys)
+            attributes=attributes,
             config={"write_empty_chunks": True},
-            # chunk keys `c.<i>.0.0`, files beside zarr.json, instead of `c/<i>/0/0`: no folders per chunk
-            # (creating one costs about 1 ms on the test machine's ext4, like a file)
-            chunk_key_encoding={"name": "default", "separator": "."},
+            chunk_key_encoding=CHUNK_KEY_ENCODING,
         )
-        codecs, sharded = _inner_codecs(array.metadata.codecs)
-        encode = chunk_encoder(codecs) if sharded is not False else None
+        encode = metadata_encoder(array.metadata)
         if encode is None:
-            array[:] = data  # codecs this module does not encode itself: zarr's own path
-        else:
-            self._write_chunks(path, array.metadata, data, time_chunk, encode, sharded)
-
-    def _write_chunks(self, path: str, metadata, data: np.ndarray, time_chunk: int, encode, sharded) -> None:
-        """Every chunk of a new array (chunks whole along all axes but time), encoded as zarr encodes it,
-        stored under zarr's chunk key, or with `sharded` all in the one shard, indexed as zarr indexes
-        them. Equivalent to `array[:] = data` for the codecs of `chunk_encoder`, without zarr's per-chunk
-        fill-and-copy and event-loop round trips: measured 1.5-2x less CPU per array (and less time holding
-        the GIL, which the other shard threads wait for)."""
-        data = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<"), copy=False))
-        payloads = []
-        for start in range(0, data.shape[0], time_chunk):
-            block = data[start : start + time_chunk]
-            if block.shape[0] < time_chunk:  # zarr stores the edge chunk whole, padded with the fill value
-                block = np.concatenate(
-                    [block, np.zeros((time_chunk - block.shape[0], *block.shape[1:]), block.dtype)]
-                )
-            payloads.append(encode(block.reshape(-1).view(np.uint8)))
-        if sharded:
-            payloads = [*payloads, shard_index(payloads)]
-        base, key = self._join("arrays.zarr", path), functools.partial(_chunk_key, metadata, data.ndim)
-        files = {key(0): payloads} if sharded else {key(i): [p] for i, p in enumerate(payloads)}
-        if _is_local(self.root):
-            os.makedirs(base, exist_ok=True)
-            for key, parts in files.items():
-                with open(f"{base}/{key}", "wb") as handle:
-                    handle.writelines(parts)
-        else:
-            for key, parts in files.items():
-                self.fs.pipe_file(f"{base}/{key}", b"".join(bytes(p) for p in parts))
+            array[:] = data  # codecs `stores.chunks` does not encode itself: zarr's own path
+            return
+        base = self._join("arrays.zarr", path)
+        for key, parts in encode_chunks(array.metadata, data, encode).items():
+            self.fs.pipe_file(f"{base}/{key}", b"".join(bytes(p) for p in parts))
 
     def read_array(self, path: str) -> np.ndarray:
-        """A whole array's values. Arrays this module wrote (chunks whole along every axis but time, in one
-        shard or in chunk files, codecs of `chunk_decoder`) in a local store are read file by file and
-        decoded by numcodecs straight into the result: measured 0.27 s against zarr's 0.48 s for 445 MB of
-        LZ4 audio, and no round trips through zarr's event-loop thread, which the other shard threads wait
-        on. Anything else (and any missing chunk, which zarr reads as the fill value) goes through zarr."""
-        array = self.arrays[path]
-        codecs, sharded = _inner_codecs(array.metadata.codecs)
-        decode = chunk_decoder(codecs) if sharded is not False else None
-        chunk = sharded or array.chunks  # a shard's inner chunks, else the array's
-        if (
-            decode is None
-            or not array.ndim
-            or not _is_local(self.root)
-            or tuple(chunk[1:]) != tuple(array.shape[1:])
-            or (sharded and array.shards[0] < array.shape[0])
-        ):
-            return np.asarray(array[:])
-        try:
-            payloads = self._read_payloads(path, array, chunk[0], bool(sharded))
-        except (FileNotFoundError, ValueError):  # missing, or not a shard we can index: zarr decides
-            return np.asarray(array[:])
-        out = np.empty(array.shape, dtype=array.dtype)
-        block = np.empty((chunk[0], *array.shape[1:]), dtype=array.dtype)
-        for start, payload in zip(range(0, array.shape[0], chunk[0]), payloads, strict=True):
-            target = out[start : start + chunk[0]]
-            whole = target.shape[0] == chunk[0]  # the edge chunk is stored padded to a whole chunk
-            decode(payload, target if whole else block)
-            if not whole:
-                target[...] = block[: target.shape[0]]
-        return out
-
-    def _read_payloads(self, path: str, array, time_chunk: int, sharded: bool) -> list:
-        base, count = self._join("arrays.zarr", path), -(-array.shape[0] // time_chunk)
-        key = functools.partial(_chunk_key, array.metadata, array.ndim)
-        if not sharded:
-            return [_read_file(f"{base}/{key(i)}") for i in range(count)]
-        shard = memoryview(_read_file(f"{base}/{key(0)}"))
-        index = parse_shard_index(shard, array.shards[0] // time_chunk)
-        if (index[:count] == EMPTY_CHUNK).any():
-            raise ValueError("a chunk of the shard is empty")
-        return [shard[offset : offset + size] for offset, size in index[:count]]
+        """A whole array's values. In a local store, arrays `stores.chunks` can decode are read file by file
+        and decoded by numcodecs straight into the result: measured 0.27 s against zarr's 0.48 s for 445 MB
+        of LZ4 audio, and no round trips through zarr's event-loop thread, which the other shard threads
+        wait on. Anything else (and any missing chunk, which zarr reads as the fill value) goes through
+        zarr."""
+        if _is_local(self.root):
+            values = read_local_array(self._join("arrays.zarr", path))
+            if values is not None:
+                return values
+        return np.asarray(self.arrays[path][:])
 
     def read_samples(self, array: str, offset: int, num_samples: int) -> np.ndarray:
         return np.asarray(self.arrays[array][offset : offset + num_samples], dtype=np.float32)
@@ -262,119 +214,6 @@ class Store:
         from stores.featureset import FeatureSet
 
         return FeatureSet(self, feature_id)
-
-
-# zarr's shard index: per chunk (offset, nbytes) as little-endian uint64, then the CRC-32C of those bytes
-# (its default index codecs, `bytes` + `crc32c`), at the end of the shard; empty chunks are (2**64-1) twice
-EMPTY_CHUNK = np.uint64(2**64 - 1)
-
-
-def _inner_codecs(codecs) -> tuple[list, tuple | None | bool]:
-    """(the codecs of each stored chunk, the inner chunk shape when the array is sharded as
-    `write_array` shards, None when not sharded, False for a sharding this module does not write)."""
-    if len(codecs) != 1 or codecs[0].to_dict()["name"] != "sharding_indexed":
-        return list(codecs), None
-    spec = codecs[0].to_dict()["configuration"]
-    index = [c["name"] for c in spec["index_codecs"]]
-    if spec["index_location"] != "end" or index != ["bytes", "crc32c"]:
-        return [], False
-    return list(codecs[0].codecs), tuple(spec["chunk_shape"])
-
-
-def shard_index(payloads: list) -> bytes:
-    """The index zarr appends to a shard holding `payloads` (the encoded chunks, in order)."""
-    sizes = np.array([len(memoryview(p).cast("B")) for p in payloads], dtype="<u8")
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype("<u8")
-    raw = np.stack([offsets, sizes], axis=1).tobytes()
-    return raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
-
-
-def parse_shard_index(shard: memoryview, count: int) -> np.ndarray:
-    """(count, 2) [offset, nbytes] of a shard's chunks; ValueError if the index does not check out."""
-    size = count * 16
-    if len(shard) < size + 4:
-        raise ValueError("shard shorter than its index")
-    raw = shard[len(shard) - size - 4 : len(shard) - 4]
-    if google_crc32c.value(bytes(raw)) != int(np.frombuffer(shard[len(shard) - 4 :], dtype="<u4")[0]):
-        raise ValueError("shard index checksum mismatch")
-    return np.frombuffer(raw, dtype="<u8").reshape(count, 2)
-
-
-def _chunk_key(metadata, ndim: int, index: int) -> str:
-    return metadata.encode_chunk_key((index,) + (0,) * (ndim - 1))
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-def _numcodecs_steps(codecs) -> list | None:
-    """The numcodecs equivalents, in encoding order, of an array's (evolved) zarr codecs: little-endian
-    `bytes`, then `blosc` and/or `zstd` with zarr's parameters. None for any other codec."""
-    steps = []
-    for codec in codecs:
-        spec = codec.to_dict()
-        name, conf = spec["name"], spec.get("configuration") or {}
-        if name == "bytes" and not steps and conf.get("endian", "little") == "little":
-            continue
-        if name == "blosc":
-            config = {k: conf[k] for k in ("cname", "clevel", "blocksize")}
-            config["shuffle"] = BLOSC_SHUFFLE[conf["shuffle"]]
-            if NUMCODECS_TYPESIZE:  # as zarr: numcodecs >= 0.16 takes the typesize
-                config["typesize"] = conf["typesize"]
-            steps.append(numcodecs.Blosc.from_config(config))
-        elif name == "zstd":
-            steps.append(numcodecs.Zstd.from_config({"level": conf["level"], "checksum": conf["checksum"]}))
-        else:
-            return None
-    return steps
-
-
-def chunk_encoder(codecs) -> Callable[[np.ndarray], Any] | None:
-    """bytes -> stored chunk bytes for an array's (evolved) zarr codecs, exactly as zarr's codecs encode
-    them (see `_numcodecs_steps`). None for any other codec (zarr then writes the array itself)."""
-    steps = _numcodecs_steps(codecs)
-    if steps is None:
-        return None
-
-    def encode(raw: np.ndarray):
-        for step in steps:
-            raw = step.encode(raw)
-        return raw
-
-    return encode
-
-
-def chunk_decoder(codecs) -> Callable[[bytes, np.ndarray], None] | None:
-    """(stored chunk bytes, out array) -> None, decoding into `out` (C-contiguous, the chunk's shape) for
-    the codecs `chunk_encoder` writes; None for any other codec."""
-    steps = _numcodecs_steps(codecs)
-    if steps is None:
-        return None
-
-    def decode(payload: bytes, out: np.ndarray) -> None:
-        raw = out.reshape(-1).view(np.uint8)
-        for step in reversed(steps[1:]):
-            payload = step.decode(payload)
-        if steps:
-            steps[0].decode(payload, out=raw)
-        else:
-            raw[:] = np.frombuffer(payload, dtype=np.uint8)
-
-    return decode
-
-
-def array_checksum(data: np.ndarray, algorithm: str = "crc32c") -> str:
-    """Checksum of an array's values (C order, little-endian), independent of chunking and codec: CRC-32C
-    (zarr's own chunk checksum, hardware-accelerated by google-crc32c: 13 GB/s against sha256's 1.5 GB/s on
-    the test machine, where hashing was 10 % of a complex-feature shard's CPU), or `sha256` (what stores
-    written before 2026-11-21 recorded)."""
-    data = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<"), copy=False))
-    raw = data.reshape(-1).view(np.uint8)  # the buffer itself: no copy
-    if algorithm == "sha256":
-        return hashlib.sha256(raw).hexdigest()
-    return f"{google_crc32c.value(raw):08x}"
 
 
 def remote_options(url: str) -> dict:

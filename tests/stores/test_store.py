@@ -6,11 +6,9 @@ import time
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from zarr.codecs import BloscCodec
 
 from stores import ConfigError, NotFoundError, open_store
 from stores.config import Registry, parse_name, parse_range
-from stores.store import array_checksum
 
 
 def _row(uid, shard="s1", offset=0, n=3):
@@ -120,63 +118,3 @@ def test_parse_range():
     assert parse_range("-5:20", "--snr") == (-5.0, 20.0)
     with pytest.raises(ConfigError, match="LOW <= HIGH"):
         parse_range("20:-5", "--snr")
-
-
-def _chunk_files(st, path):
-    prefix = f"{st.path}/arrays.zarr/{path}/"
-    return {p[len(prefix) :]: st.fs.cat_file(p) for p in st.fs.find(prefix) if not p.endswith("zarr.json")}
-
-
-@pytest.mark.parametrize("root", ["local", "memory://specstore-chunks-{}-{}"])
-@pytest.mark.parametrize(
-    "dtype, shape, chunk, codec",
-    [
-        ("float32", (1000, 3, 41), 96, "lz4"),  # edge chunk padded
-        (">f4", (300, 2, 17), 100, "lz4"),  # big-endian values are stored little-endian
-        ("float16", (333, 257), 50, "zstd"),
-        ("uint8", (90, 257), 40, "blosc-zstd"),
-        ("float32", (70, 5), 7, "none"),
-        ("float32", (0, 5), 7, "lz4"),
-        ("float32", (5000,), 1024, "lz4"),
-    ],
-)
-def test_chunks_written_directly_equal_zarrs_own(tmp_path, root, dtype, shape, chunk, codec):
-    from pipelines.featurize import CODECS
-
-    url = str(tmp_path / "s") if root == "local" else root.format(os.getpid(), tmp_path.name)
-    st = open_store(url)
-    rng = np.random.default_rng(0)
-    data = (rng.standard_normal(shape) * 50).astype(dtype)
-    st.write_array("x/fast", data, {"k": 1}, (chunk,), CODECS[codec]())
-    array = st.arrays.create_array(
-        "x/zarr", shape=data.shape, chunks=st.arrays["x/fast"].chunks, shards=st.arrays["x/fast"].shards,
-        dtype=data.dtype, fill_value=0,
-        compressors=CODECS[codec](), config={"write_empty_chunks": True},
-        chunk_key_encoding={"name": "default", "separator": "."},
-    )  # fmt: skip
-    array[:] = data
-    fast, ref = _chunk_files(st, "x/fast"), _chunk_files(st, "x/zarr")
-    assert fast == ref and len(ref) == (1 if shape[0] > chunk else -(-shape[0] // chunk))  # one shard
-    np.testing.assert_array_equal(st.arrays["x/fast"][:], data)
-    assert st.arrays["x/fast"].attrs["crc32c"] == array_checksum(data)
-    for name in ("x/fast", "x/zarr"):  # our chunk decoding reads what either wrote
-        read = st.read_array(name)
-        assert read.dtype.str[1:] == data.dtype.str[1:] and read.shape == data.shape
-        np.testing.assert_array_equal(read, data)
-
-
-def test_read_array_of_a_damaged_array_reads_as_zarr_does(tmp_path):
-    st = open_store(tmp_path / "s")
-    data = np.arange(40, dtype=np.float32).reshape(20, 2)
-    st.write_array("x/a", data, {}, (8,), BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"))
-    shard = f"{st.path}/arrays.zarr/x/a/c.0.0"
-    assert st.fs.find(f"{st.path}/arrays.zarr/x/a") == [shard, f"{st.path}/arrays.zarr/x/a/zarr.json"]
-    np.testing.assert_array_equal(st.read_array("x/a"), data)
-    st.fs.pipe_file(shard, st.fs.cat_file(shard)[:-1] + b"\0")  # the index's checksum no longer checks out
-    with pytest.raises(Exception):  # noqa: B017  (zarr's own error, whatever it is)
-        st.arrays["x/a"][:]
-    with pytest.raises(Exception):  # noqa: B017
-        st.read_array("x/a")
-    st.fs.rm(shard)  # zarr reads a missing shard as the fill value
-    np.testing.assert_array_equal(st.read_array("x/a"), st.arrays["x/a"][:])
-    assert (st.read_array("x/a") == 0).all()
