@@ -32,6 +32,7 @@ within ~REL_TOL (3e-5) of the plane's scale by the bound above, and about 1e-6 m
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -42,15 +43,19 @@ from features.stft import check_wave, feature_out, frames, stft_window
 
 PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bins) output
 
-# Values per block (frames × n_fft): a block's float64 frames are 512 KiB; its buffers stay in cache
-# (measured: flat between 2**15.5 and 2**16.5 on 60 s of speech, slower outside).
-BLOCK_VALUES = 1 << 16
+# Values per block (frames × n_fft): 2 MiB of float64 frames, about one utterance at the defaults. One
+# thread alone is fastest at 2**16 (cache-sized), but the features flow runs two shard threads, and each
+# numpy call of a block takes and gives back the GIL: at 2**18 a block makes 4x fewer calls, and 300
+# utterances on two threads took 1.05 s against 1.35 s at 2**16 (one thread: 1.75 s against 2.05 s, with
+# the work buffers kept per thread; benchmarks/bench_feature_threads.py).
+BLOCK_VALUES = 1 << 18
 FFT_ERROR = 2.0  # bound on |float32 FFT error| / (eps32 · max|w| · sqrt(n_fft · Σx²)); measured max 0.83
 REL_TOL = 3e-5  # fast-path error allowed, relative to sr/2 (frequency) or the last frame time (time)
 TINY = 1e-15  # |S_h| below this (and above the threshold): float32 range or CLAMP matter; exact path
 CLAMP = np.float32(2.0**-126)  # added to |S_h|² (fill_nan): 1/|S_h|² finite where S_h == 0; exact above
 HUGE_L1 = 1e18  # Σ|x|·max|w| above this: float32 products may overflow; exact path
 EPS32 = float(np.finfo(np.float32).eps)
+_BUFFERS = threading.local()  # per-thread work buffers of `_fast_planes`
 
 
 def _window_times(n_fft: int) -> np.ndarray:
@@ -135,6 +140,26 @@ def _frame_l1(signal: np.ndarray, n_fft: int, hop: int, count: int) -> np.ndarra
     return np.sqrt(n_fft * frame_energy)
 
 
+def _block_buffers(step: int, n_fft: int, scaled: int) -> tuple[np.ndarray, ...]:
+    """`_fast_planes`' work buffers for blocks of `step` frames, kept per thread: allocated per signal they
+    come from mmap and cost page faults every time (as `features.stft` measured for its own)."""
+    key = (step, n_fft, scaled)
+    cache = _BUFFERS.__dict__
+    if key not in cache:
+        bins = n_fft // 2 + 1
+        cache.clear()  # one configuration at a time per thread
+        cache[key] = (
+            np.empty((step, n_fft)),
+            np.empty((step, bins), dtype=np.complex128),
+            np.empty((scaled, step, n_fft), dtype=np.float32),
+            np.empty((step, bins), dtype=np.complex64),
+            np.empty((3, step, bins), dtype=np.float32),  # planes of one block, copied into `out` at once
+            np.empty((step, bins), dtype=np.float32),
+            np.empty((step, bins), dtype=bool),
+        )
+    return cache[key]
+
+
 def _fast_planes(
     framed: np.ndarray,
     window: np.ndarray,
@@ -148,20 +173,13 @@ def _fast_planes(
     """`out` (frames, 3, bins) float32: exact S_h (magnitudes, threshold), float32 corrections from the
     `scaled` float32 windows [dh·sr/(2π)?, th/sr?], in blocks of BLOCK_VALUES."""
     count, n_fft = framed.shape
-    bins = n_fft // 2 + 1
     sr, ref_p = config.sample_rate, config.ref_power
     freqs_on, times_on = config.reassign_frequencies, config.reassign_times
     threshold = ref_p**0.5 if ref_p > 0 else None
     bf32 = bin_freqs.astype(np.float32)
     ft32 = frame_times.astype(np.float32)
     step = max(1, BLOCK_VALUES // n_fft)
-    buf64 = np.empty((step, n_fft))
-    spec64 = np.empty((step, bins), dtype=np.complex128)
-    buf32 = np.empty((len(scaled), step, n_fft), dtype=np.float32)
-    s_h = np.empty((step, bins), dtype=np.complex64)
-    work = np.empty((3, step, bins), dtype=np.float32)  # planes of one block, copied into `out` at once
-    inv = np.empty((step, bins), dtype=np.float32)
-    flags = np.empty((step, bins), dtype=bool)
+    buf64, spec64, buf32, s_h, work, inv, flags = _block_buffers(step, n_fft, len(scaled))
     if not freqs_on:
         work[0] = bf32
     for start in range(0, count, step):
