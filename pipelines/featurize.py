@@ -345,9 +345,9 @@ def finalize_features(store: Store, spec: FeatureSpec) -> dict:
     stats, group, lineage = {}, f"features/{spec.feature_id}/stats", spec.lineage()
     for role in ("input", "target"):
         parts = [
-            np.asarray(store.arrays[p][:])
+            store.read_array(p)
             for s in sorted(shards)
-            if (p := f"features/{spec.feature_id}/{s}/sums_{role}") in store.arrays
+            if store.has_array(p := f"features/{spec.feature_id}/{s}/sums_{role}")
         ]
         if not parts:
             continue  # no training pairs (e.g. a test-only pair set): the set has no statistics

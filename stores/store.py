@@ -35,6 +35,7 @@ from stores.chunks import (
     encode_chunks,
     metadata_encoder,
     read_local_array,
+    read_metadata,
     write_local_array,
 )
 from stores.config import parse_name, parse_positive_int
@@ -198,6 +199,11 @@ class Store:
             if values is not None:
                 return values
         return np.asarray(self.arrays[path][:])
+
+    def has_array(self, path: str) -> bool:
+        if _is_local(self.root):  # without a round trip through zarr's event loop
+            return read_metadata(self._join("arrays.zarr", path)) is not None
+        return path in self.arrays and isinstance(self.arrays[path], zarr.Array)
 
     def read_samples(self, array: str, offset: int, num_samples: int) -> np.ndarray:
         return np.asarray(self.arrays[array][offset : offset + num_samples], dtype=np.float32)
