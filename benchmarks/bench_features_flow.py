@@ -214,6 +214,11 @@ def main() -> None:
     )
     parser.add_argument("--no-extras", action="store_true", help="skip the codec and memory measurements")
     parser.add_argument("--repeats", type=int, default=1, help="flow runs per kind (the median is reported)")
+    parser.add_argument(
+        "--codec",
+        default="lz4",
+        help="the flows' codec for the per-kind table (lz4, the default; none stores raw values, as numpy.save)",
+    )
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -225,14 +230,17 @@ def main() -> None:
     ensure_prefect_api()
     results = {}
     root, seconds = make_pairset(work, args.minutes, "main")
-    print(f"pair set: {seconds / 60:.1f} min of pairs ({2 * seconds / 60:.1f} min of input+target signal)")
+    print(
+        f"pair set: {seconds / 60:.1f} min of pairs ({2 * seconds / 60:.1f} min of input+target signal); "
+        f"codec {args.codec}"
+    )
     triples = export_wavs(root, work / "wav")
     signals = [tuple(sf.read(p, dtype="float32")[0] for p in t) for t in triples]
     for kind in args.kinds.split(","):
         flows_s = []
         for _ in range(args.repeats):  # the median of --repeats runs: this VM's timings vary by ~20 %
             drop_feature_sets(root)
-            report, seconds_one, peak = run_flow(root, kind)
+            report, seconds_one, peak = run_flow(root, kind, codec=args.codec)
             flows_s.append(seconds_one)
         flow_s = float(np.median(flows_s))
         floor_s = compute_floor(kind, signals)
