@@ -3,7 +3,7 @@
 librosa computes three STFTs one after another (window h, its cyclic derivative dh, and the time-weighted
 window t·h), each in float64, then corrects the bin frequencies by -Im(S_dh / S_h)·sr/(2π) and the frame
 times by Re(S_th / S_h)/sr in float64, with NaN below the power threshold. Here the frames go through that
-in cache-sized blocks (BLOCK_VALUES), with the work split by what each STFT decides:
+in blocks of BLOCK_VALUES, with the work split by what each STFT decides:
 
 * S_h decides the magnitude plane and, through `|S_h| < sqrt(ref_power)` and S_h == 0, the NaN positions
   (fill_nan=False) and the filled positions (fill_nan=True). It is computed exactly as librosa.stft
@@ -43,11 +43,11 @@ from features.stft import check_wave, feature_out, frames, stft_window
 
 PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bins) output
 
-# Values per block (frames × n_fft): 2 MiB of float64 frames, about one utterance at the defaults. One
-# thread alone is fastest at 2**16 (cache-sized), but the features flow runs two shard threads, and each
-# numpy call of a block takes and gives back the GIL: at 2**18 a block makes 4x fewer calls, and 300
-# utterances on two threads took 1.05 s against 1.35 s at 2**16 (one thread: 1.75 s against 2.05 s, with
-# the work buffers kept per thread; benchmarks/bench_feature_threads.py).
+# Values per block (frames × n_fft): 2 MiB of float64 frames, about one utterance at the defaults. The
+# features flow runs two shard threads, and each numpy call of a block takes and gives back the GIL: at
+# 2**18 a block makes 4x fewer calls than at 2**16 (cache-sized, once the fastest), and 15 min of VoiceBank
+# speech, utterance by utterance, took 0.80 s against 0.92 s on two threads, 1.05 s against 1.20 s on one
+# (work buffers kept per thread; benchmarks/bench_feature_threads.py, median of 5).
 BLOCK_VALUES = 1 << 18
 FFT_ERROR = 2.0  # bound on |float32 FFT error| / (eps32 · max|w| · sqrt(n_fft · Σx²)); measured max 0.83
 REL_TOL = 3e-5  # fast-path error allowed, relative to sr/2 (frequency) or the last frame time (time)
