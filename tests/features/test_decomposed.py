@@ -124,7 +124,9 @@ def test_decomposed_from_real_waves_uses_the_oracle_irm(real_data):
     expected = definition(mag(noisy), F.oracle_irm(mag(clean), mag(noise)), N)
     assert dense.shape == expected.shape == (mag(noisy).shape[0], N, 257)
     assert np.array_equal(dense, expected)
-    assert np.array_equal(dense[:, 0], F.magnitude(noisy, F.MagnitudeConfig()))
+    # channel 0 is |Y| in librosa's arithmetic; the magnitude feature's float32 arithmetic is within 1e-6
+    plain = F.magnitude(noisy, F.MagnitudeConfig())
+    assert np.abs(dense[:, 0] - plain).max() <= 1e-6 * dense[:, 0].max()
     assert 0 < (dense[:, -1] > 0).mean() < (dense[:, 1] > 0).mean() < 1  # channels thin out as i grows
     half = F.decomposed((noisy, clean, noise), F.DecomposedConfig(dtype="float16"))
     assert half.dtype == np.float16 and np.array_equal(half, dense.astype(np.float16))
