@@ -44,18 +44,14 @@ _WORK = threading.local()
 def check_wave(wave: Any, n_fft: int) -> np.ndarray:
     """A 1-D finite real waveform of at least n_fft samples, as float32; ConfigError otherwise."""
     arr = np.asarray(wave)
+    if arr.dtype != np.float32:  # the store's audio is float32 already: skip the (slow) dtype checks
+        arr = _as_float32(arr)
     if arr.ndim != 1:
         raise ConfigError(f"Expected a 1-D waveform (samples,). Got an array of shape {arr.shape} instead.")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ConfigError(
-            f"Expected a real waveform (float or integer samples). Got dtype {arr.dtype} instead."
-        )
     if arr.shape[0] < n_fft:
         raise ConfigError(
             f"Expected a waveform of at least n_fft={n_fft} samples. Got {arr.shape[0]} samples instead."
         )
-    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, reported below
-        arr = arr.astype(np.float32, copy=False)
     # a float64 sum of float32 values cannot overflow, so it is finite exactly when every sample is: one
     # pass without the boolean copy (which was 9 % of a magnitude computation)
     if not np.isfinite(np.add.reduce(arr, dtype=np.float64)):
@@ -64,6 +60,15 @@ def check_wave(wave: Any, n_fft: int) -> np.ndarray:
             f"Expected a finite waveform. Got {int(arr.size - finite.sum())} NaN or infinite samples instead."
         )
     return arr
+
+
+def _as_float32(arr: np.ndarray) -> np.ndarray:
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ConfigError(
+            f"Expected a real waveform (float or integer samples). Got dtype {arr.dtype} instead."
+        )
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, reported after
+        return arr.astype(np.float32)
 
 
 def stft_window(config: Any) -> np.ndarray:
@@ -98,12 +103,29 @@ def n_frames(n_samples: int, config: Any) -> int:
 
 
 def frames(wave: np.ndarray, config: Any) -> np.ndarray:
-    """Read-only strided view (frames, n_fft) of the (padded, if centred) float32 signal."""
+    """Read-only strided view (frames, n_fft) of the (padded, if centred) float32 signal.
+
+    Built with the ndarray constructor rather than `np.pad` + `sliding_window_view` (90 us of Python per
+    signal against 13 us), and zero padding written directly: a feature shard frames every signal, and
+    this Python time holds the GIL the other shard thread computes with."""
+    n_fft = config.n_fft
     if config.center:
-        half = config.n_fft // 2
-        wave = np.pad(wave, (half, half), mode=config.pad_mode)
-    view = np.lib.stride_tricks.sliding_window_view(wave, config.n_fft)
-    return view[:: config.hop_length]
+        wave = _padded(wave, n_fft // 2, config.pad_mode)
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
+    count = 1 + (wave.shape[0] - n_fft) // config.hop_length
+    view = np.ndarray((count, n_fft), np.float32, wave, 0, (config.hop_length * 4, 4))
+    view.flags.writeable = False
+    return view
+
+
+def _padded(wave: np.ndarray, half: int, mode: str) -> np.ndarray:
+    if mode != "constant":
+        return np.pad(wave, (half, half), mode=mode)
+    padded = np.empty(wave.shape[0] + 2 * half, dtype=np.float32)
+    padded[:half] = 0
+    padded[half : half + wave.shape[0]] = wave
+    padded[half + wave.shape[0] :] = 0
+    return padded
 
 
 def _block_rows(count: int, n_fft: int, planes: int = 1) -> int:

@@ -9,6 +9,7 @@ nothing. One feature shard per pair shard, so each task reads its pairs' arrays 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import threading
@@ -300,16 +301,22 @@ def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShard
     # decomposed oracle masks need the noise too; everything else only the input and the clean target
     roles = ("input", "clean", "noise") if mask.oracle_needs_noise else ("input", "clean")
     pairs = PairReader(store).signals(shard.items, roles)
+    train_runs: list[list[int]] = []  # [start, end) frames of consecutive training pairs
     for (pair, signals), n in zip(pairs, counts, strict=True):
         out = {name: values[frame : frame + n] for name, values in arrays.items()}
         pair_features(signals, spec.config, mask, out)
         if pair["split"] == "train":
-            for role in ("input", "target"):
-                part = _stat_sums(out[role])
-                sums[role] = sums[role] + part if role in sums else part
+            if train_runs and train_runs[-1][1] == frame:
+                train_runs[-1][1] = frame + n
+            else:
+                train_runs.append([frame, frame + n])
         rows.append(_frames_row(spec, shard, pair, frame, n, now))
         frame += n
         result.seconds += pair["num_samples"] / store.sample_rate
+    # summed per run of training pairs, not per pair: a handful of numpy calls per shard, not hundreds
+    for role, (start, end) in itertools.product(("input", "target"), train_runs):
+        part = _stat_sums(arrays[role][start:end])
+        sums[role] = sums[role] + part if role in sums else part
     write_shard_arrays(store, spec, shard.shard_id, arrays, sums)
     store.commit({"feature_frames": rows}, "feature_frames", shard.shard_id)
     result.utterances, result.frames = len(rows), frame
