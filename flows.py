@@ -252,7 +252,9 @@ def features_finalize_task(store_root, spec):
 
 
 @flow(name="features")
-def features_flow(store: str, pairset: str, config: FeatureConfig, codec: str = "lz4", progress: bool = True):
+def features_flow(
+    store: str, pairset: str, config: FeatureConfig, codec: str | None = None, progress: bool = True
+):
     """Compute a feature set of a pair set (input and target of every pair), then its statistics."""
     started = time.perf_counter()
     st = open_store(store, create=False)
@@ -318,7 +320,8 @@ def feature_config_from_args(args) -> FeatureConfig:
 
 def run_features(args) -> FeaturesReport:
     config = feature_config_from_args(args)
-    parse_codec(args.codec)
+    if args.codec is not None:
+        parse_codec(args.codec)
     st = open_store(args.store, create=False)
     plan = plan_features(st, args.pairs, replace(config, sample_rate=st.sample_rate), args.codec)
     if plan.complete:  # found: no server, no cluster
@@ -331,7 +334,7 @@ def run_features(args) -> FeaturesReport:
         store=args.store,
         pairset=args.pairs,
         config=plan.spec.config,
-        codec=args.codec,
+        codec=plan.spec.codec,
         progress=not args.quiet,
     )
 

@@ -9,6 +9,10 @@ the stored bytes per audio hour.
 
 Pairs: the demo corpus mixed with the demo noises (`noisy`, SNR -5..20 dB). The naive loop reads 16 kHz WAV
 exports of the same pair signals with `sr=None` (no resampling, the same work as the flow).
+
+With `--repeats N` each round runs the flow, the floor and the naive loop one after the other, and the
+ratios are the medians of each round's own ratios: this VM's speed drifts by up to 2x over minutes (the
+same naive loop took 3.6 s and 7.2 s an hour apart), so only measurements taken side by side compare.
 """
 
 from __future__ import annotations
@@ -205,7 +209,7 @@ def drop_feature_sets(root: str) -> None:
         shutil.rmtree(Path(root) / part, ignore_errors=True)
 
 
-def run_flow(root: str, kind: str, config_overrides: dict | None = None, codec: str = "lz4"):
+def run_flow(root: str, kind: str, config_overrides: dict | None = None, codec: str | None = None):
     import flows
     from features import feature_config
 
@@ -242,8 +246,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="flow runs per kind (the median is reported)")
     parser.add_argument(
         "--codec",
-        default="lz4",
-        help="the flows' codec for the per-kind table (lz4, the default; none stores raw values, as numpy.save)",
+        default=None,
+        help="the flows' codec for the per-kind table (default: each kind's own, lz4 or none for complex; none "
+        "stores raw values, as numpy.save)",
     )
     args = parser.parse_args()
     work = Path(args.work)
@@ -251,6 +256,7 @@ def main() -> None:
     THREADS["value"] = not args.processes
     RUNNER["prefect_threads"] = args.prefect_threads
 
+    from features import get_feature
     from pipelines.runner import ensure_prefect_api
 
     ensure_prefect_api()
@@ -258,33 +264,34 @@ def main() -> None:
     root, seconds = make_pairset(work, args.minutes, "main")
     print(
         f"pair set: {seconds / 60:.1f} min of pairs ({2 * seconds / 60:.1f} min of input+target signal); "
-        f"codec {args.codec}"
+        f"codec {args.codec or 'each kind default'}"
     )
     triples = export_wavs(root, work / "wav")
     signals = [tuple(sf.read(p, dtype="float32")[0] for p in t) for t in triples]
     for kind in args.kinds.split(","):
-        flows_s = []
-        for _ in range(args.repeats):  # the median of --repeats runs: this VM's timings vary by ~20 %
+        flows_s, floors_s, naives_s = [], [], []
+        for _ in range(args.repeats):  # flow, floor and naive side by side in each round (see the docstring)
             drop_feature_sets(root)
             report, seconds_one, peak = run_flow(root, kind, codec=args.codec)
             flows_s.append(seconds_one)
-        flow_s = float(np.median(flows_s))
-        floor_s = compute_floor(kind, signals)
-        naive_s = naive_loop(kind, triples, work / f"npy-{kind}")
+            floors_s.append(compute_floor(kind, signals))
+            naives_s.append(naive_loop(kind, triples, work / f"npy-{kind}"))
         seed_s = naive_loop(kind, triples, work / f"npy-seed-{kind}", "default") if args.seed_naive else None
         shutil.rmtree(work / f"npy-seed-{kind}", ignore_errors=True)
         naive_bytes = sum(p.stat().st_size for p in (work / f"npy-{kind}").glob("*.npy"))
         shutil.rmtree(work / f"npy-{kind}")
+        flow_s, naive_s = float(np.median(flows_s)), float(np.median(naives_s))
         row = {
             "flow_s": flow_s,
             "flow_min_s": min(flows_s),
             "flow_max_s": max(flows_s),
             "naive_s": naive_s,
-            "floor_s": floor_s,
+            "floor_s": float(np.median(floors_s)),
             "audio_s": seconds,
             "flow_audio_s_per_s": seconds / flow_s,
-            "naive_over_flow": naive_s / flow_s,
-            "flow_over_floor": flow_s / floor_s,
+            "naive_over_flow": float(np.median(np.divide(naives_s, flows_s))),
+            "flow_over_floor": float(np.median(np.divide(flows_s, floors_s))),
+            "codec": args.codec or get_feature(kind).default_codec,
             "stored_bytes_per_hour": report.stored_bytes * 3600 / seconds,
             "naive_bytes_per_hour": naive_bytes * 3600 / seconds,
             "peak_rss": peak,
@@ -292,7 +299,8 @@ def main() -> None:
         if seed_s is not None:
             row.update(seed_naive_s=seed_s, seed_naive_over_flow=seed_s / flow_s)
         results[kind] = row
-        print(kind, json.dumps({k: round(v, 3) for k, v in row.items()}), flush=True)
+        rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+        print(kind, json.dumps(rounded), flush=True)
     if args.no_extras:
         return
     for label, overrides, codec in (

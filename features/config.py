@@ -217,13 +217,17 @@ class FeatureKind:
     config_cls: type
     compute: Callable[[Any, Any], np.ndarray]
     description: str = ""
+    # the store's codec for this kind's arrays when none is named (a name of pipelines.featurize.CODECS)
+    default_codec: str = "lz4"
 
 
 FEATURES: Registry[FeatureKind] = Registry("feature kind")
 
 
-def register_feature(name: str, config_cls: type, compute: Callable, description: str = "") -> FeatureKind:
-    return FEATURES.register(name)(FeatureKind(name, config_cls, compute, description))
+def register_feature(
+    name: str, config_cls: type, compute: Callable, description: str = "", default_codec: str = "lz4"
+) -> FeatureKind:
+    return FEATURES.register(name)(FeatureKind(name, config_cls, compute, description, default_codec))
 
 
 def get_feature(kind: str) -> FeatureKind:

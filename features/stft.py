@@ -259,4 +259,14 @@ def complex_stft(wave: Any, config: ComplexConfig, out: np.ndarray | None = None
 
 
 register_feature("magnitude", MagnitudeConfig, magnitude, "|STFT| (frames, bins)")
-register_feature("complex", ComplexConfig, complex_stft, "STFT real and imaginary planes (frames, 2, bins)")
+# Stored raw by default: LZ4 + byte shuffle saves only 8.6 % of a complex plane's bytes (the low mantissa
+# bytes of full-precision spectra are noise) for ~40 % of the features flow's CPU, and reads decode at
+# 2.9 GB/s against a copy's 7 (benchmarks/bench_features_flow.py, docs/BENCHMARKS.md). `--codec lz4` still
+# compresses.
+register_feature(
+    "complex",
+    ComplexConfig,
+    complex_stft,
+    "STFT real and imaginary planes (frames, 2, bins)",
+    default_codec="none",
+)

@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feats.add_argument("--clip", default=None, action=argparse.BooleanOptionalAction, help="reassigned: clip")
     feats.add_argument("--dtype", default=None, choices=("float32", "float16"), help="stored dtype")
-    feats.add_argument("--codec", default="lz4", choices=sorted(CODECS), help="Zarr codec (default lz4)")
+    feats.add_argument(
+        "--codec", default=None, choices=sorted(CODECS), help="Zarr codec (default: lz4; none for complex)"
+    )
     _add_dask(feats)
 
     from training.models import MODELS

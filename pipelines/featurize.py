@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from features import compute_feature, oracle_irm, quantise_mask
-from features.config import MODEL_MASK_PREFIX, ORACLE_IRM, FeatureConfig
+from features.config import MODEL_MASK_PREFIX, ORACLE_IRM, FeatureConfig, get_feature
 from features.stft import n_frames, stft_magnitude
 from pipelines.ingest import Shard, committed_rows
 from stores.audio_index import PairReader
@@ -49,6 +49,11 @@ def code_version() -> str:
 
 def parse_codec(name: str) -> str:
     return parse_choice(name, CODECS, "--codec")
+
+
+def resolve_codec(codec: str | None, config: FeatureConfig) -> str:
+    """The named codec (checked), or the feature kind's default when None (LZ4; raw for complex)."""
+    return parse_codec(get_feature(config.kind).default_codec if codec is None else codec)
 
 
 def pairs_fingerprint(rows: Iterable[dict]) -> str:
@@ -116,8 +121,10 @@ def by_pair_shard(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def plan_features(store: Store, pairset: str, config: FeatureConfig, codec: str = "lz4") -> FeaturePlan:
-    parse_codec(codec)
+def plan_features(store: Store, pairset: str, config: FeatureConfig, codec: str | None = None) -> FeaturePlan:
+    """The feature set of `config` over `pairset` stored with `codec` (None: the kind's default): its spec
+    and the shards still to compute (none when the set is committed)."""
+    codec = resolve_codec(codec, config)
     if config.sample_rate != store.sample_rate:
         raise ConfigError(
             f"Expected sample_rate {store.sample_rate} (the store's). Got {config.sample_rate} instead."

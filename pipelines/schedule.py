@@ -67,7 +67,7 @@ def nightly_features_flow(
     store: str,
     kinds: list[str] | None = None,
     pairsets: list[str] | None = None,
-    codec: str = "lz4",
+    codec: str | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
     threads: bool = True,
@@ -157,7 +157,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PAIRSET",
         help="only these pair sets (default: every pair set in the store)",
     )
-    parser.add_argument("--codec", default="lz4", choices=sorted(CODECS), help="Zarr codec (default lz4)")
+    parser.add_argument(
+        "--codec", default=None, choices=sorted(CODECS), help="Zarr codec (default: lz4; none for complex)"
+    )
     parser.add_argument(
         "--name", default=None, help="the deployment's name (default: from the store's path or URL)"
     )

@@ -191,7 +191,7 @@ def deconvolution_lag(wet: np.ndarray, dry: np.ndarray, max_lag: int = 2000) -> 
     return int(np.argmax(np.abs(window))) - max_lag
 
 
-def features_in_process(store, pairset: str, config, codec: str = "lz4"):
+def features_in_process(store, pairset: str, config, codec: str | None = None):
     """A feature set computed sequentially in this process (no Prefect, no Dask): -> feature_id."""
     from pipelines.featurize import feature_shard, finalize_features, plan_features
 
