@@ -239,16 +239,28 @@ def pair_features(
     }
 
 
+STAT_BLOCK_BYTES = 1 << 20  # float64 rows per block of the training sums: cache-sized
+
+
 def _stat_sums(x: np.ndarray) -> np.ndarray:
-    """[count, sum, sum of squares] per (channel, bin) over frames, accumulated in float64 without a float64
-    copy of the features; NaN-aware (reassigned features may hold NaN): a column whose float64 sums are not
-    finite (they cannot overflow) held NaN or inf, and only those columns are summed again without them.
-    (Float32 sums about each column's first value, in float64-accumulated blocks, were tried: 1.0-1.2x
-    faster on speech features, not worth the error analysis.)"""
+    """[count, sum, sum of squares] per (channel, bin) over frames, accumulated in float64; NaN-aware
+    (reassigned features may hold NaN): a column whose float64 sums are not finite (they cannot overflow)
+    held NaN or inf, and only those columns are summed again without them.
+
+    The frames are cast to float64 a cache-sized block at a time and summed there: 1.4-1.5x faster than
+    numpy's float64-accumulating reductions over the float32 array (which cast in small buffers), the same
+    float64 arithmetic. (Float32 sums about each column's first value were tried: 1.0-1.2x, not worth the
+    error analysis.)"""
     flat = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     count = np.full(flat.shape[1], float(flat.shape[0]))
-    total = np.add.reduce(flat, axis=0, dtype=np.float64)
-    squares = np.einsum("ti,ti->i", flat, flat, dtype=np.float64)
+    total, squares = np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
+    rows = max(1, STAT_BLOCK_BYTES // (8 * max(1, flat.shape[1])))
+    work = np.empty((min(rows, flat.shape[0]), flat.shape[1]))
+    for start in range(0, flat.shape[0], rows):
+        block = work[: min(rows, flat.shape[0] - start)]
+        np.copyto(block, flat[start : start + rows])
+        total += block.sum(axis=0)
+        squares += np.einsum("ti,ti->i", block, block)
     bad = ~(np.isfinite(total) & np.isfinite(squares))
     if bad.any():
         values = flat[:, bad]

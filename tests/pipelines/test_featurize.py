@@ -174,7 +174,10 @@ def test_unknown_feature_set_and_pairset(vb_store):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_stat_sums_match_float64_sums_without_nan(dtype):
+@pytest.mark.parametrize("block_rows", [None, 64])  # one block, or many (the last one partial)
+def test_stat_sums_match_float64_sums_without_nan(dtype, block_rows, monkeypatch):
+    if block_rows:
+        monkeypatch.setattr("pipelines.featurize.STAT_BLOCK_BYTES", 8 * 21 * block_rows)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5000, 3, 7)) * 0.5
     x[:, 0, 0] += 4000.0  # a column far from zero that varies little: E[x²] - E[x]² cancels
