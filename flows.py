@@ -27,7 +27,7 @@ from pipelines.audio import AudioConfig  # noqa: E402
 from pipelines.cli import build_parser  # noqa: E402
 from pipelines.cluster import task_runner  # noqa: E402
 from pipelines.corpora import get_reader, parse_source, scan_corpus  # noqa: E402
-from pipelines.featurize import feature_shard, finalize_features, parse_codec, plan_features  # noqa: E402
+from pipelines.featurize import feature_shard, finalize_features, plan_features  # noqa: E402
 from pipelines.ingest import ShardSummary, committed_rows, ingest_shard, plan_ingest  # noqa: E402
 from pipelines.mixing import (  # noqa: E402
     SIMULATE,
@@ -320,8 +320,6 @@ def feature_config_from_args(args) -> FeatureConfig:
 
 def run_features(args) -> FeaturesReport:
     config = feature_config_from_args(args)
-    if args.codec is not None:
-        parse_codec(args.codec)
     st = open_store(args.store, create=False)
     plan = plan_features(st, args.pairs, replace(config, sample_rate=st.sample_rate), args.codec)
     if plan.complete:  # found: no server, no cluster

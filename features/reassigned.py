@@ -32,14 +32,13 @@ within ~REL_TOL (3e-5) of the plane's scale by the bound above, and about 1e-6 m
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 import scipy.fft
 
 from features.config import ReassignedConfig, register_feature
-from features.stft import check_wave, feature_out, frames, stft_window
+from features.stft import check_wave, feature_out, frames, stft_window, work_buffers
 
 PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bins) output
 
@@ -55,7 +54,6 @@ TINY = 1e-15  # |S_h| below this (and above the threshold): float32 range or CLA
 CLAMP = np.float32(2.0**-126)  # added to |S_h|² (fill_nan): 1/|S_h|² finite where S_h == 0; exact above
 HUGE_L1 = 1e18  # Σ|x|·max|w| above this: float32 products may overflow; exact path
 EPS32 = float(np.finfo(np.float32).eps)
-_BUFFERS = threading.local()  # per-thread work buffers of `_fast_planes`
 
 
 def _window_times(n_fft: int) -> np.ndarray:
@@ -141,23 +139,18 @@ def _frame_l1(signal: np.ndarray, n_fft: int, hop: int, count: int) -> np.ndarra
 
 
 def _block_buffers(step: int, n_fft: int, scaled: int) -> tuple[np.ndarray, ...]:
-    """`_fast_planes`' work buffers for blocks of `step` frames, kept per thread: allocated per signal they
-    come from mmap and cost page faults every time (as `features.stft` measured for its own)."""
-    key = (step, n_fft, scaled)
-    cache = _BUFFERS.__dict__
-    if key not in cache:
-        bins = n_fft // 2 + 1
-        cache.clear()  # one configuration at a time per thread
-        cache[key] = (
-            np.empty((step, n_fft)),
-            np.empty((step, bins), dtype=np.complex128),
-            np.empty((scaled, step, n_fft), dtype=np.float32),
-            np.empty((step, bins), dtype=np.complex64),
-            np.empty((3, step, bins), dtype=np.float32),  # planes of one block, copied into `out` at once
-            np.empty((step, bins), dtype=np.float32),
-            np.empty((step, bins), dtype=bool),
-        )
-    return cache[key]
+    """`_fast_planes`' work buffers for blocks of `step` frames (kept per thread by `work_buffers`:
+    allocated per signal they come from mmap and cost page faults every time)."""
+    bins = n_fft // 2 + 1
+    return (
+        np.empty((step, n_fft)),
+        np.empty((step, bins), dtype=np.complex128),
+        np.empty((scaled, step, n_fft), dtype=np.float32),
+        np.empty((step, bins), dtype=np.complex64),
+        np.empty((3, step, bins), dtype=np.float32),  # planes of one block, copied into `out` at once
+        np.empty((step, bins), dtype=np.float32),
+        np.empty((step, bins), dtype=bool),
+    )
 
 
 def _fast_planes(
@@ -179,50 +172,58 @@ def _fast_planes(
     bf32 = bin_freqs.astype(np.float32)
     ft32 = frame_times.astype(np.float32)
     step = max(1, BLOCK_VALUES // n_fft)
-    buf64, spec64, buf32, s_h, work, inv, flags = _block_buffers(step, n_fft, len(scaled))
-    if not freqs_on:
-        work[0] = bf32
-    for start in range(0, count, step):
-        stop = min(start + step, count)
-        size = stop - start
-        x64, spec, x32, sh, planes = buf64[:size], spec64[:size], buf32[:, :size], s_h[:size], work[:, :size]
-        r, flag, mags = inv[:size], flags[:size], planes[2]
-        # S_h as librosa.stft: float32 samples times the float64 window, float64 FFT, rounded to complex64
-        np.multiply(framed[start:stop], window, out=x64)
-        np.fft.rfft(x64, axis=-1, out=spec)
-        np.copyto(sh, spec, casting="same_kind")
-        # conj(S_w) of the scaled windows in float32
-        np.multiply(framed[None, start:stop], scaled[:, None, :], out=x32)
-        conj = scipy.fft.ihfft(x32, axis=-1, norm="forward")  # conj(rfft(x32)), complex64 (k, size, bins)
-        # 1/|S_h|², and below the threshold 0 (fill_nan: the correction vanishes) or NaN (so does the plane)
-        np.abs(sh, out=mags)
-        np.multiply(mags, mags, out=r)
-        if threshold is None:
-            np.reciprocal(r, out=r)
-        elif config.fill_nan:
-            np.add(r, CLAMP, out=r)  # > 0 where S_h == 0; changes no |S_h|² above TINY²
-            np.greater_equal(mags, threshold, out=flag)
-            np.divide(flag, r, out=r)
-        else:
-            np.reciprocal(r, out=r)
-            np.less(mags, threshold, out=flag)
-            np.copyto(r, np.float32(np.nan), where=flag)
-        # v = S_h/|S_h|², then conj(S_w)·v: its imaginary part is -Im(S_dh/S_h)·sr/(2π) for the scaled dh,
-        # its real part Re(S_th/S_h)/sr for the scaled th
-        np.multiply(sh, r, out=sh)
-        np.multiply(conj, sh[None], out=conj)
-        if freqs_on:
-            np.add(conj[0].imag, bf32, out=planes[0])
-        if times_on:
-            np.add(conj[-1].real, ft32[start:stop, None], out=planes[1])
-        else:
-            planes[1] = ft32[start:stop, None]
-        if config.clip:
+    key = ("reassigned", step, n_fft, len(scaled))
+    with work_buffers(key, lambda: _block_buffers(*key[1:])) as buffers:
+        buf64, spec64, buf32, s_h, work, inv, flags = buffers
+        if not freqs_on:
+            work[0] = bf32
+        for start in range(0, count, step):
+            stop = min(start + step, count)
+            size = stop - start
+            x64, spec, x32, sh, planes = (
+                buf64[:size],
+                spec64[:size],
+                buf32[:, :size],
+                s_h[:size],
+                work[:, :size],
+            )
+            r, flag, mags = inv[:size], flags[:size], planes[2]
+            # S_h as librosa.stft: float32 samples times the float64 window, float64 FFT, rounded to complex64
+            np.multiply(framed[start:stop], window, out=x64)
+            np.fft.rfft(x64, axis=-1, out=spec)
+            np.copyto(sh, spec, casting="same_kind")
+            # conj(S_w) of the scaled windows in float32
+            np.multiply(framed[None, start:stop], scaled[:, None, :], out=x32)
+            conj = scipy.fft.ihfft(x32, axis=-1, norm="forward")  # conj(rfft(x32)), complex64 (k, size, bins)
+            # 1/|S_h|², and below the threshold 0 (fill_nan: the correction vanishes) or NaN (so does the plane)
+            np.abs(sh, out=mags)
+            np.multiply(mags, mags, out=r)
+            if threshold is None:
+                np.reciprocal(r, out=r)
+            elif config.fill_nan:
+                np.add(r, CLAMP, out=r)  # > 0 where S_h == 0; changes no |S_h|² above TINY²
+                np.greater_equal(mags, threshold, out=flag)
+                np.divide(flag, r, out=r)
+            else:
+                np.reciprocal(r, out=r)
+                np.less(mags, threshold, out=flag)
+                np.copyto(r, np.float32(np.nan), where=flag)
+            # v = S_h/|S_h|², then conj(S_w)·v: its imaginary part is -Im(S_dh/S_h)·sr/(2π) for the scaled dh,
+            # its real part Re(S_th/S_h)/sr for the scaled th
+            np.multiply(sh, r, out=sh)
+            np.multiply(conj, sh[None], out=conj)
             if freqs_on:
-                np.clip(planes[0], 0, sr / 2.0, out=planes[0])
+                np.add(conj[0].imag, bf32, out=planes[0])
             if times_on:
-                np.clip(planes[1], 0, n_samples / float(sr), out=planes[1])
-        np.copyto(out[start:stop], planes.transpose(1, 0, 2))
+                np.add(conj[-1].real, ft32[start:stop, None], out=planes[1])
+            else:
+                planes[1] = ft32[start:stop, None]
+            if config.clip:
+                if freqs_on:
+                    np.clip(planes[0], 0, sr / 2.0, out=planes[0])
+                if times_on:
+                    np.clip(planes[1], 0, n_samples / float(sr), out=planes[1])
+            np.copyto(out[start:stop], planes.transpose(1, 0, 2))
     return out
 
 

@@ -35,11 +35,12 @@ from stores.errors import ConfigError
 # among 2**14..2**20 on 60 s of speech), bounding memory for long recordings.
 BLOCK_VALUES = 1 << 17
 
-# Per-thread free lists of stft_blocks' work buffers (float64 frames, complex128 and complex64 spectra,
-# ~2.5 MB at the defaults): fresh memory of that size comes from mmap and costs page faults on every
-# signal (on the test VM 2/3 of a magnitude computation's time was system time; reusing them took the
-# magnitudes of 58 min of speech, signal by signal, from 2.3 s to 0.8 s).
+# Per-thread free lists of work buffers (`work_buffers`; stft_blocks': float64 frames, complex128 and
+# complex64 spectra, ~2.5 MB at the defaults): fresh memory of that size comes from mmap and costs page
+# faults on every signal (on the test VM 2/3 of a magnitude computation's time was system time; reusing
+# them took the magnitudes of 58 min of speech, signal by signal, from 2.3 s to 0.8 s).
 _WORK = threading.local()
+WORK_KEYS = 8  # buffer shapes kept per thread
 
 
 def check_wave(wave: Any, n_fft: int) -> np.ndarray:
@@ -143,7 +144,7 @@ def stft_blocks(wave: np.ndarray, config: Any, windows: np.ndarray) -> Iterator[
     count, n_fft = framed.shape
     step = _block_rows(count, n_fft, windows.shape[0])
     key = (windows.shape[0], _block_rows(1 << 30, n_fft, windows.shape[0]), n_fft)  # the full-size buffers
-    with _work_buffers(key, _float64_buffers) as (x64, spec, block):
+    with work_buffers(("float64", *key), lambda: _float64_buffers(*key)) as (x64, spec, block):
         for start in range(0, count, step):
             size = min(step, count - start)
             np.multiply(windows[:, None, :], framed[None, start : start + size], out=x64[:, :size])
@@ -162,7 +163,8 @@ def float32_stft_blocks(wave: np.ndarray, config: Any) -> Iterator[tuple[int, np
     count, n_fft = framed.shape
     step = _block_rows(count, n_fft)
     window = _window32(config.window, config.win_length, n_fft)
-    with _work_buffers(("float32", _block_rows(1 << 30, n_fft), n_fft), _float32_frames) as x32:
+    rows = _block_rows(1 << 30, n_fft)  # the full-size buffer
+    with work_buffers(("float32", rows, n_fft), lambda: np.empty((rows, n_fft), np.float32)) as x32:
         for start in range(0, count, step):
             size = min(step, count - start)
             np.multiply(window, framed[start : start + size], out=x32[:size])
@@ -171,11 +173,15 @@ def float32_stft_blocks(wave: np.ndarray, config: Any) -> Iterator[tuple[int, np
 
 
 @contextlib.contextmanager
-def _work_buffers(key: tuple, make: Callable[..., Any]) -> Iterator[Any]:
-    """This thread's work buffers for `key` (made by `make(*key[-3:])` when none is free), back to its free
-    list afterwards; a generator interleaved with another in the same thread takes its own."""
-    free = _WORK.__dict__.setdefault(key, [])
-    buffers = free.pop() if free else make(*key[-3:])
+def work_buffers(key: tuple, make: Callable[[], Any]) -> Iterator[Any]:
+    """This thread's work buffers for `key` (made by `make()` when none is free), back to its free list
+    afterwards; a generator interleaved with another in the same thread takes its own. Shared by the STFT
+    paths here and the reassigned spectrogram's blocks."""
+    lists = _WORK.__dict__
+    free = lists[key] = lists.pop(key, [])  # re-inserted last: the most recently used
+    while len(lists) > WORK_KEYS:  # bounded: a process trying many configurations keeps only the latest
+        del lists[next(iter(lists))]
+    buffers = free.pop() if free else make()
     try:
         yield buffers
     finally:
@@ -187,10 +193,6 @@ def _float64_buffers(planes: int, rows: int, n_fft: int) -> tuple[np.ndarray, np
     x64 = np.empty((planes, rows, n_fft))
     spec = np.empty((planes, rows, n_fft // 2 + 1), dtype=np.complex128)
     return x64, spec, np.empty(spec.shape, dtype=np.complex64)
-
-
-def _float32_frames(_: str, rows: int, n_fft: int) -> np.ndarray:
-    return np.empty((rows, n_fft), dtype=np.float32)
 
 
 def stft_batch(wave: np.ndarray, config: Any, windows: np.ndarray) -> np.ndarray:
