@@ -38,7 +38,8 @@ import numpy as np
 import scipy.fft
 
 from features.config import ReassignedConfig, register_feature
-from features.stft import check_wave, feature_out, frames, stft_window, work_buffers
+from features.stft import check_wave, feature_out, frames, stft_window
+from stores.scratch import work_buffers
 
 PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bins) output
 

@@ -18,10 +18,8 @@ Input is always taken as float32 (the store's audio): a float64 wave is rounded 
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,17 +28,16 @@ import scipy.signal
 
 from features.config import ComplexConfig, MagnitudeConfig, register_feature
 from stores.errors import ConfigError
+from stores.scratch import work_buffers
 
 # Values per FFT call: the float64 windowed frames of one call stay at 1 MiB (cache-sized; measured fastest
 # among 2**14..2**20 on 60 s of speech), bounding memory for long recordings.
 BLOCK_VALUES = 1 << 17
 
-# Per-thread free lists of work buffers (`work_buffers`; stft_blocks': float64 frames, complex128 and
-# complex64 spectra, ~2.5 MB at the defaults): fresh memory of that size comes from mmap and costs page
-# faults on every signal (on the test VM 2/3 of a magnitude computation's time was system time; reusing
-# them took the magnitudes of 58 min of speech, signal by signal, from 2.3 s to 0.8 s).
-_WORK = threading.local()
-WORK_KEYS = 8  # buffer shapes kept per thread
+# stft_blocks' float64 frames, complex128 and complex64 spectra (~2.5 MB at the defaults) come from this
+# thread's `work_buffers`: fresh memory of that size comes from mmap and costs page faults on every signal
+# (on the test VM 2/3 of a magnitude computation's time was system time; reusing them took the magnitudes
+# of 58 min of speech, signal by signal, from 2.3 s to 0.8 s).
 
 
 def check_wave(wave: Any, n_fft: int) -> np.ndarray:
@@ -170,23 +167,6 @@ def float32_stft_blocks(wave: np.ndarray, config: Any) -> Iterator[tuple[int, np
             np.multiply(window, framed[start : start + size], out=x32[:size])
             # scipy, not numpy: numpy's float32 rfft took 1.8 ms for a 190 x 512 block, scipy's 0.18 ms
             yield start, scipy.fft.rfft(x32[:size], axis=-1, overwrite_x=True)
-
-
-@contextlib.contextmanager
-def work_buffers(key: tuple, make: Callable[[], Any]) -> Iterator[Any]:
-    """This thread's work buffers for `key` (made by `make()` when none is free), back to its free list
-    afterwards; a generator interleaved with another in the same thread takes its own. Shared by the STFT
-    paths here and the reassigned spectrogram's blocks."""
-    lists = _WORK.__dict__
-    free = lists[key] = lists.pop(key, [])  # re-inserted last: the most recently used
-    while len(lists) > WORK_KEYS:  # bounded: a process trying many configurations keeps only the latest
-        del lists[next(iter(lists))]
-    buffers = free.pop() if free else make()
-    try:
-        yield buffers
-    finally:
-        if len(free) < 4:
-            free.append(buffers)
 
 
 def _float64_buffers(planes: int, rows: int, n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import math
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from pipelines.ingest import Shard, committed_rows
 from stores.audio_index import PairReader
 from stores.config import parse_choice
 from stores.errors import ConfigError, NotFoundError
+from stores.scratch import Scratch, work_buffers
 from stores.store import Store, attrs_json, now_utc
 
 CODECS = {
@@ -272,26 +272,6 @@ def _stat_sums(x: np.ndarray) -> np.ndarray:
     return np.stack([count, total, squares]).reshape((3, *x.shape[1:]))
 
 
-_SCRATCH = threading.local()
-
-
-def shard_buffers(shapes: dict[str, tuple[tuple[int, ...], np.dtype]], frames: int) -> dict[str, np.ndarray]:
-    """Uninitialised (frames, *shape) arrays for a shard's features, carved from buffers this thread keeps
-    between shards: memory the process has not touched yet costs page faults (measured about 0.35 ms per
-    MB on the 2-core test VM, 3-4 times the cost of writing it), and a worker thread runs shard after
-    shard (measured: 9 % less CPU per magnitude or complex shard). A buffer grows (with 10 % slack) when a
-    shard needs more."""
-    pool = _SCRATCH.__dict__.setdefault("pool", {})
-    arrays = {}
-    for name, (tail, dtype) in shapes.items():
-        nbytes = frames * math.prod(tail) * dtype.itemsize
-        if name not in pool or pool[name].nbytes < nbytes:
-            pool.pop(name, None)  # free the old one first
-            pool[name] = np.empty(int(nbytes * 1.1) + 64, dtype=np.uint8)
-        arrays[name] = pool[name][:nbytes].view(dtype).reshape((frames, *tail))
-    return arrays
-
-
 def _frames_row(spec: FeatureSpec, shard: Shard, pair: dict, frame: int, n: int, now) -> dict:
     return {
         "feature_id": spec.feature_id,
@@ -310,36 +290,48 @@ def _frames_row(spec: FeatureSpec, shard: Shard, pair: dict, frame: int, n: int,
 def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShardResult:
     """Compute, write and commit one shard of a feature set. The shard's partial sums of the training
     statistics are stored with it (not returned), so a rerun after a kill still sees every shard's.
-    Features are computed straight into the shard's arrays (each pair's frames known from its length)."""
+    Features are computed straight into the shard's arrays (each pair's frames known from its length);
+    those and the pairs' audio use this worker thread's memory of its previous shard (`stores.scratch`:
+    fresh memory costs page faults, measured 9 % of a magnitude or complex shard's CPU for the features
+    alone)."""
     result, now = FeatureShardResult(shard.shard_id), now_utc()
     counts = [n_frames(pair["num_samples"], spec.config) for pair in shard.items]
-    arrays = shard_buffers(stored_shapes(spec.config), sum(counts))
-    sums: dict[str, np.ndarray] = {}
-    rows, frame = [], 0
-    mask = MaskSource(store, spec.config)
-    # decomposed oracle masks need the noise too; everything else only the input and the clean target
-    roles = ("input", "clean", "noise") if mask.oracle_needs_noise else ("input", "clean")
-    pairs = PairReader(store).signals(shard.items, roles)
-    train_runs: list[list[int]] = []  # [start, end) frames of consecutive training pairs
-    for (pair, signals), n in zip(pairs, counts, strict=True):
-        out = {name: values[frame : frame + n] for name, values in arrays.items()}
-        pair_features(signals, spec.config, mask, out)
-        if pair["split"] == "train":
-            if train_runs and train_runs[-1][1] == frame:
-                train_runs[-1][1] = frame + n
-            else:
-                train_runs.append([frame, frame + n])
-        rows.append(_frames_row(spec, shard, pair, frame, n, now))
-        frame += n
-        result.seconds += pair["num_samples"] / store.sample_rate
-    # summed per run of training pairs, not per pair: a handful of numpy calls per shard, not hundreds
-    for role, (start, end) in itertools.product(("input", "target"), train_runs):
-        part = _stat_sums(arrays[role][start:end])
-        sums[role] = sums[role] + part if role in sums else part
-    write_shard_arrays(store, spec, shard.shard_id, arrays, sums)
+    with work_buffers(("feature-shard",), Scratch) as scratch:
+        shapes = stored_shapes(spec.config)
+        arrays = {
+            name: scratch.array(name, (sum(counts), *tail), dtype) for name, (tail, dtype) in shapes.items()
+        }
+        rows, frame = [], 0
+        mask = MaskSource(store, spec.config)
+        # decomposed oracle masks need the noise too; everything else only the input and the clean target
+        roles = ("input", "clean", "noise") if mask.oracle_needs_noise else ("input", "clean")
+        pairs = PairReader(store, scratch).signals(shard.items, roles)
+        train_runs: list[list[int]] = []  # [start, end) frames of consecutive training pairs
+        for (pair, signals), n in zip(pairs, counts, strict=True):
+            out = {name: values[frame : frame + n] for name, values in arrays.items()}
+            pair_features(signals, spec.config, mask, out)
+            if pair["split"] == "train":
+                if train_runs and train_runs[-1][1] == frame:
+                    train_runs[-1][1] = frame + n
+                else:
+                    train_runs.append([frame, frame + n])
+            rows.append(_frames_row(spec, shard, pair, frame, n, now))
+            frame += n
+            result.seconds += pair["num_samples"] / store.sample_rate
+        write_shard_arrays(store, spec, shard.shard_id, arrays, _train_sums(arrays, train_runs))
     store.commit({"feature_frames": rows}, "feature_frames", shard.shard_id)
     result.utterances, result.frames = len(rows), frame
     return result
+
+
+def _train_sums(arrays: dict[str, np.ndarray], train_runs: list[list[int]]) -> dict[str, np.ndarray]:
+    """The partial sums of the input and target features over the shard's training frames, summed per
+    run of consecutive training pairs, not per pair: a handful of numpy calls per shard, not hundreds."""
+    sums: dict[str, np.ndarray] = {}
+    for role, (start, end) in itertools.product(("input", "target"), train_runs):
+        part = _stat_sums(arrays[role][start:end])
+        sums[role] = sums[role] + part if role in sums else part
+    return sums
 
 
 def write_shard_arrays(

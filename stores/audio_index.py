@@ -7,6 +7,7 @@ import pyarrow.dataset as ds
 
 from stores.config import parse_choice
 from stores.errors import NotFoundError
+from stores.scratch import Scratch
 
 ROLES = ("clean", "input", "noise")
 
@@ -59,16 +60,21 @@ def read_audio(store, name: str, utterance_id: str, role: str) -> np.ndarray:
 
 class PairReader:
     """Reads the signals of many pairs efficiently: each stored array is read once, whole, and sliced
-    (a pair shard is one contiguous read); given pairs' clean signals come from their corpus."""
+    (a pair shard is one contiguous read); given pairs' clean signals come from their corpus.
 
-    def __init__(self, store) -> None:
+    With a `Scratch` the arrays are read into its memory (names `audio 0`, `audio 1`, ...): the signals
+    are valid only until that scratch is used for the next reader."""
+
+    def __init__(self, store, scratch: Scratch | None = None) -> None:
         self.store = store
+        self.scratch = scratch
         self._arrays: dict[str, np.ndarray] = {}
         self._corpus_rows: dict[tuple[str, str], dict] = {}
 
     def _slice(self, path: str, offset: int, n: int) -> np.ndarray:
         if path not in self._arrays:
-            self._arrays[path] = np.asarray(self.store.read_array(path), dtype=np.float32)
+            allocate = self.scratch.allocator(f"audio {len(self._arrays)}") if self.scratch else None
+            self._arrays[path] = np.asarray(self.store.read_array(path, allocate), dtype=np.float32)
         return self._arrays[path][offset : offset + n]
 
     def _load_corpus_rows(self, rows: list[dict]) -> None:

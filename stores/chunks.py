@@ -16,6 +16,7 @@ import copy
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import threading
@@ -276,35 +277,83 @@ def write_local_array(
         handle.write(metadata_bytes(metadata))
 
 
-def read_local_array(folder: str) -> np.ndarray | None:
+def read_local_array(
+    folder: str, allocate: Callable[[tuple, np.dtype], np.ndarray] | None = None
+) -> np.ndarray | None:
     """A whole local array this module can decode (chunks whole along every axis but time, in one shard or
-    in chunk files, codecs of `chunk_decoder`), decoded by numcodecs straight into the result; None for
-    anything else, or any missing or damaged chunk (zarr then decides: it reads a missing chunk as the
-    fill value)."""
+    in chunk files, codecs of `chunk_decoder`), decoded by numcodecs straight into the result, or for raw
+    chunks read straight into it (no bytes object, no copy: 446 MB of audio in 0.06 s against 0.37 s
+    decoding LZ4); None for anything else, or any missing or damaged chunk (zarr then decides: it reads a
+    missing chunk as the fill value). `allocate(shape, dtype)` gives the result's (C-contiguous) memory."""
     metadata = read_metadata(folder)
     if metadata is None:
         return None
     codecs, sharded = inner_codecs(metadata.codecs)
-    decode = chunk_decoder(codecs) if sharded is not False else None
+    steps = _numcodecs_steps(codecs) if sharded is not False else None
     shape, grid = metadata.shape, getattr(metadata.chunk_grid, "chunk_shape", None)
     chunk = sharded or grid
-    if decode is None or not shape or chunk is None or tuple(chunk[1:]) != tuple(shape[1:]):
+    if steps is None or not shape or chunk is None or tuple(chunk[1:]) != tuple(shape[1:]):
         return None
     if sharded and grid[0] < shape[0]:
         return None
+    out = (allocate or np.empty)(tuple(shape), metadata.data_type.to_native_dtype())
     try:
-        payloads = _read_payloads(folder, metadata, chunk[0], bool(sharded))
+        if steps:
+            payloads = _read_payloads(folder, metadata, chunk[0], bool(sharded))
+            _decode_chunks(payloads, chunk_decoder(codecs), out, chunk[0])
+        else:
+            _read_raw_chunks(folder, metadata, chunk[0], bool(sharded), out)
     except (FileNotFoundError, ValueError):
         return None
-    out = np.empty(shape, dtype=metadata.data_type.to_native_dtype())
-    block = np.empty((chunk[0], *shape[1:]), dtype=out.dtype)
-    for start, payload in zip(range(0, shape[0], chunk[0]), payloads, strict=True):
-        target = out[start : start + chunk[0]]
-        whole = target.shape[0] == chunk[0]  # the edge chunk is stored padded to a whole chunk
-        decode(payload, target if whole else block)
-        if not whole:
-            target[...] = block[: target.shape[0]]
     return out
+
+
+def _decode_chunks(
+    payloads: list, decode: Callable[[bytes, np.ndarray], None], out: np.ndarray, chunk: int
+) -> None:
+    for start, payload in zip(range(0, out.shape[0], chunk), payloads, strict=True):
+        target = out[start : start + chunk]
+        if target.shape[0] == chunk:
+            decode(payload, target)
+        else:  # the edge chunk is stored padded to a whole chunk
+            block = np.empty((chunk, *out.shape[1:]), dtype=out.dtype)
+            decode(payload, block)
+            target[...] = block[: target.shape[0]]
+
+
+def _read_raw_chunks(folder: str, metadata: ArrayV3Metadata, time_chunk: int, sharded: bool, out: np.ndarray):
+    """Raw chunks (the `bytes` codec alone) read into `out`'s bytes; ValueError for a chunk of the wrong
+    size or an empty one (the edge chunk is stored padded: only its first rows are read)."""
+    count = -(-out.shape[0] // time_chunk)
+    chunk_bytes = time_chunk * math.prod(out.shape[1:]) * out.dtype.itemsize
+    flat = out.reshape(-1).view(np.uint8)
+    key = functools.partial(chunk_key, metadata, out.ndim)
+    if not sharded:
+        for i in range(count):
+            with open(f"{folder}/{key(i)}", "rb", buffering=0) as handle:
+                if os.fstat(handle.fileno()).st_size != chunk_bytes:
+                    raise ValueError("a chunk of the wrong size")
+                _read_exact(handle.fileno(), flat[i * chunk_bytes : (i + 1) * chunk_bytes], 0)
+        return
+    with open(f"{folder}/{key(0)}", "rb", buffering=0) as handle:
+        fd, per_shard = handle.fileno(), metadata.chunk_grid.chunk_shape[0] // time_chunk
+        size, tail = os.fstat(fd).st_size, per_shard * 16 + 4
+        if size < tail:
+            raise ValueError("shard shorter than its index")
+        index = parse_shard_index(memoryview(os.pread(fd, tail, size - tail)), per_shard)
+        for i, (offset, nbytes) in enumerate(index[:count]):
+            if nbytes != chunk_bytes or offset + nbytes > size - tail:
+                raise ValueError("a chunk of the shard is empty or of the wrong size")
+            _read_exact(fd, flat[i * chunk_bytes : (i + 1) * chunk_bytes], int(offset))
+
+
+def _read_exact(fd: int, target: np.ndarray, offset: int) -> None:
+    view, done = memoryview(target), 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise ValueError("a chunk shorter than its size")
+        done += got
 
 
 def _read_payloads(folder: str, metadata: ArrayV3Metadata, time_chunk: int, sharded: bool) -> list:

@@ -126,18 +126,3 @@ def test_finite_input_gives_finite_output_of_librosas_shape(case):
     assert np.abs(mag - np.abs(ref)).max() <= TOLERANCE * scale
     assert np.abs(planes[:, 0] - ref.real).max() <= TOLERANCE * scale
     assert np.abs(planes[:, 1] - ref.imag).max() <= TOLERANCE * scale
-
-
-def test_work_buffers_are_reused_and_bounded_per_thread():
-    import features.stft as stft_module
-
-    made = []
-    with stft_module.work_buffers(("test", 1), lambda: made.append(1) or np.empty(3)) as first:
-        pass
-    with stft_module.work_buffers(("test", 1), lambda: made.append(1) or np.empty(3)) as again:
-        assert again is first  # taken back from this thread's free list, not made anew
-    assert len(made) == 1
-    for n in range(3 * stft_module.WORK_KEYS):  # many configurations: only the latest are kept
-        with stft_module.work_buffers(("test", n + 2), lambda: np.empty(3)):
-            pass
-    assert len(stft_module._WORK.__dict__) <= stft_module.WORK_KEYS

@@ -23,6 +23,8 @@ def _chunk_files(st, path):
         ("float16", (333, 257), 50, "zstd"),
         ("uint8", (90, 257), 40, "blosc-zstd"),
         ("float32", (70, 5), 7, "none"),
+        ("float32", (1000, 3, 41), 96, "none"),  # raw, edge chunk padded
+        (">f4", (300, 2, 17), 100, "none"),
         ("float32", (0, 5), 7, "lz4"),
         ("float32", (5000,), 1024, "lz4"),
     ],
@@ -108,3 +110,25 @@ def test_read_local_array_declines_what_it_cannot_decode(tmp_path):
     st.arrays.create_array("x/b", shape=(4, 2), chunks=(2, 1), dtype="float32")[:] = 1  # split along bins
     assert read_local_array(f"{st.path}/arrays.zarr/x/b") is None
     np.testing.assert_array_equal(st.read_array("x/b"), np.ones((4, 2)))  # zarr reads it
+
+
+def test_raw_chunks_are_read_into_the_callers_memory_and_damage_is_declined(tmp_path):
+    st = open_store(tmp_path / "s")
+    data = np.arange(3000, dtype=np.float32).reshape(1000, 3)
+    st.write_array("x/a", data, {}, (96,), None)
+    memory = np.empty(4000, np.float32)
+    read = st.read_array("x/a", lambda shape, dtype: memory[:3000].view(dtype).reshape(shape))
+    assert np.shares_memory(read, memory)
+    np.testing.assert_array_equal(read, data)
+    old = st.arrays.create_array(  # the older layout: one file per chunk, the edge chunk padded
+        "x/old", shape=data.shape, chunks=(96, 3), dtype="float32", compressors=None, fill_value=0,
+        chunk_key_encoding={"name": "default", "separator": "."},
+    )  # fmt: skip
+    old[:] = data
+    np.testing.assert_array_equal(read_local_array(f"{st.path}/arrays.zarr/x/old"), data)
+    edge = f"{st.path}/arrays.zarr/x/old/c.10.0"
+    st.fs.pipe_file(edge, st.fs.cat_file(edge)[:-4])  # a chunk file of the wrong size
+    assert read_local_array(f"{st.path}/arrays.zarr/x/old") is None
+    shard = f"{st.path}/arrays.zarr/x/a/c.0.0"
+    st.fs.pipe_file(shard, st.fs.cat_file(shard)[:-100])  # truncated: its index no longer checks out
+    assert read_local_array(f"{st.path}/arrays.zarr/x/a") is None
