@@ -118,3 +118,37 @@ def test_parse_range():
     assert parse_range("-5:20", "--snr") == (-5.0, 20.0)
     with pytest.raises(ConfigError, match="LOW <= HIGH"):
         parse_range("20:-5", "--snr")
+
+
+def _stored_codecs(st, path):
+    from stores.chunks import inner_codecs
+
+    return [c.to_dict()["name"] for c in inner_codecs(st.arrays[path].metadata.codecs)[0]]
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 50_000])  # one chunk (probed in slices), a shard of several
+def test_audio_is_compressed_only_where_lz4_pays(tmp_path, chunk):
+    st = open_store(tmp_path / "s")
+    rng = np.random.default_rng(0)
+    from_16_bit = (rng.integers(-3000, 3000, 400_000) / 32768).astype(np.float32)  # as decoded from PCM_16
+    mixture = (from_16_bit + 0.37 * rng.permutation(from_16_bit)).astype(
+        np.float32
+    )  # every mantissa bit used
+    st.write_audio_array("audio/c/pcm", from_16_bit, {}, chunk)
+    st.write_audio_array("audio/c/mix", mixture, {}, chunk)
+    assert _stored_codecs(st, "audio/c/pcm") == ["bytes", "blosc"]
+    assert _stored_codecs(st, "audio/c/mix") == ["bytes"]
+    np.testing.assert_array_equal(st.read_array("audio/c/pcm"), from_16_bit)
+    np.testing.assert_array_equal(st.read_array("audio/c/mix"), mixture)
+    np.testing.assert_array_equal(st.arrays["audio/c/mix"][:], mixture)  # zarr reads it too
+
+
+def test_real_16_bit_recordings_are_stored_compressed(tmp_path, real_data):
+    import soundfile as sf
+
+    path = sorted((real_data / "voicebank-demand").rglob("*.wav"))[0]
+    samples, _ = sf.read(path, dtype="float32")
+    st = open_store(tmp_path / "s")
+    st.write_audio_array("audio/c/real", samples, {})
+    assert _stored_codecs(st, "audio/c/real") == ["bytes", "blosc"]
+    np.testing.assert_array_equal(st.read_array("audio/c/real"), samples)
