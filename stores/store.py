@@ -68,7 +68,9 @@ def audio_codec(samples: np.ndarray) -> BloscCodec | None:
         probe = np.concatenate([samples[s : s + AUDIO_PROBE_SAMPLES] for s in starts])
     if probe.size == 0:
         return None
-    lz4 = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    lz4 = numcodecs.Blosc(
+        cname=AUDIO_CODEC.cname.value, clevel=AUDIO_CODEC.clevel, shuffle=numcodecs.Blosc.SHUFFLE
+    )
     return AUDIO_CODEC if len(lz4.encode(probe)) <= (1 - AUDIO_MIN_SAVING) * probe.nbytes else None
 
 
