@@ -8,11 +8,12 @@ nothing. One feature shard per pair shard, so each task reads its pairs' arrays 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ from stores.audio_index import PairReader
 from stores.config import parse_choice
 from stores.errors import ConfigError, NotFoundError
 from stores.scratch import Scratch, work_buffers
-from stores.store import Store, attrs_json, now_utc
+from stores.store import ArrayWriter, Store, attrs_json, now_utc
 
 CODECS = {
     "lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
@@ -288,45 +289,76 @@ def _frames_row(spec: FeatureSpec, shard: Shard, pair: dict, frame: int, n: int,
 
 
 def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShardResult:
-    """Compute, write and commit one shard of a feature set. The shard's partial sums of the training
-    statistics are stored with it (not returned), so a rerun after a kill still sees every shard's.
-    Features are computed straight into the shard's arrays (each pair's frames known from its length);
-    those and the pairs' audio use this worker thread's memory of its previous shard (`stores.scratch`:
-    fresh memory costs page faults, measured 9 % of a magnitude or complex shard's CPU for the features
-    alone)."""
+    """Compute, write and commit one shard of a feature set, a batch of its pairs at a time (about
+    BATCH_SAMPLES of audio each): a worker thread holds one batch's audio and features and a chunk per
+    array, whatever the shard's size (pair shards grow with the corpus, up to 128 pairs), in memory kept
+    from its previous batch (`stores.scratch`: fresh memory costs page faults, measured 9 % of a magnitude
+    or complex shard's CPU for the features alone). The shard's partial sums of the training statistics
+    are stored with it (not returned), so a rerun after a kill still sees every shard's."""
     result, now = FeatureShardResult(shard.shard_id), now_utc()
-    counts = [n_frames(pair["num_samples"], spec.config) for pair in shard.items]
-    with work_buffers(("feature-shard",), Scratch) as scratch:
-        shapes = stored_shapes(spec.config)
-        arrays = {
-            name: scratch.array(name, (sum(counts), *tail), dtype) for name, (tail, dtype) in shapes.items()
-        }
-        rows, frame = [], 0
-        mask = MaskSource(store, spec.config)
-        # decomposed oracle masks need the noise too; everything else only the input and the clean target
-        roles = ("input", "clean", "noise") if mask.oracle_needs_noise else ("input", "clean")
-        pairs = PairReader(store, scratch).signals(shard.items, roles)
-        train_runs: list[list[int]] = []  # [start, end) frames of consecutive training pairs
-        for (pair, signals), n in zip(pairs, counts, strict=True):
-            out = {name: values[frame : frame + n] for name, values in arrays.items()}
-            pair_features(signals, spec.config, mask, out)
-            if pair["split"] == "train":
-                if train_runs and train_runs[-1][1] == frame:
-                    train_runs[-1][1] = frame + n
-                else:
-                    train_runs.append([frame, frame + n])
-            rows.append(_frames_row(spec, shard, pair, frame, n, now))
-            frame += n
-            result.seconds += pair["num_samples"] / store.sample_rate
-        write_shard_arrays(store, spec, shard.shard_id, arrays, _train_sums(arrays, train_runs))
+    mask = MaskSource(store, spec.config)
+    # decomposed oracle masks need the noise too; everything else only the input and the clean target
+    roles = ("input", "clean", "noise") if mask.oracle_needs_noise else ("input", "clean")
+    shapes, rows, sums = stored_shapes(spec.config), [], {}
+    with work_buffers(("feature-shard",), Scratch) as scratch, contextlib.ExitStack() as stack:
+        writers = {n: stack.enter_context(w) for n, w in shard_writers(store, spec, shard.shard_id).items()}
+        reader = PairReader(store, scratch)
+        for batch in pair_batches(shard.items):
+            counts = [n_frames(pair["num_samples"], spec.config) for pair in batch]
+            arrays = {
+                name: scratch.array(name, (sum(counts), *tail), dtype)
+                for name, (tail, dtype) in shapes.items()
+            }
+            train_runs = batch_features(reader.signals(batch, roles), counts, spec.config, mask, arrays)
+            frame = writers["input"].rows
+            for pair, start, n in zip(batch, itertools.accumulate([0, *counts]), counts, strict=False):
+                rows.append(_frames_row(spec, shard, pair, frame + start, n, now))
+                result.seconds += pair["num_samples"] / store.sample_rate
+            for role, part in _train_sums(arrays, train_runs).items():
+                sums[role] = sums[role] + part if role in sums else part
+            for name, writer in writers.items():
+                writer.append(arrays[name])
+    write_shard_sums(store, spec, shard.shard_id, sums)
     store.commit({"feature_frames": rows}, "feature_frames", shard.shard_id)
-    result.utterances, result.frames = len(rows), frame
+    result.utterances, result.frames = len(rows), sum(r["num_frames"] for r in rows)
     return result
 
 
+BATCH_SAMPLES = 1 << 20  # audio samples per batch of a feature shard's pairs (~65 s at 16 kHz)
+
+
+def pair_batches(pairs: list[dict]) -> Iterator[list[dict]]:
+    """Consecutive pairs, about BATCH_SAMPLES of audio a batch (a longer pair is a batch of its own)."""
+    batch, samples = [], 0
+    for pair in pairs:
+        batch.append(pair)
+        samples += pair["num_samples"]
+        if samples >= BATCH_SAMPLES:
+            yield batch
+            batch, samples = [], 0
+    if batch:
+        yield batch
+
+
+def batch_features(signals, counts: list[int], config: FeatureConfig, mask, arrays: dict[str, np.ndarray]):
+    """Each pair's features into `arrays` (the batch's frames, in order) -> the [start, end) frames of the
+    batch's runs of consecutive training pairs."""
+    train_runs: list[list[int]] = []
+    frame = 0
+    for (pair, pair_signals), n in zip(signals, counts, strict=True):
+        pair_features(pair_signals, config, mask, {name: v[frame : frame + n] for name, v in arrays.items()})
+        if pair["split"] == "train":
+            if train_runs and train_runs[-1][1] == frame:
+                train_runs[-1][1] = frame + n
+            else:
+                train_runs.append([frame, frame + n])
+        frame += n
+    return train_runs
+
+
 def _train_sums(arrays: dict[str, np.ndarray], train_runs: list[list[int]]) -> dict[str, np.ndarray]:
-    """The partial sums of the input and target features over the shard's training frames, summed per
-    run of consecutive training pairs, not per pair: a handful of numpy calls per shard, not hundreds."""
+    """The partial sums of the input and target features over the training frames, summed per run of
+    consecutive training pairs, not per pair: a handful of numpy calls per batch, not hundreds."""
     sums: dict[str, np.ndarray] = {}
     for role, (start, end) in itertools.product(("input", "target"), train_runs):
         part = _stat_sums(arrays[role][start:end])
@@ -334,15 +366,19 @@ def _train_sums(arrays: dict[str, np.ndarray], train_runs: list[list[int]]) -> d
     return sums
 
 
-def write_shard_arrays(
-    store: Store, spec: FeatureSpec, shard_id: str, arrays: dict[str, np.ndarray], sums: dict[str, np.ndarray]
-) -> None:
-    """A shard's feature arrays, chunked along time (about CHUNK_BYTES a chunk), and its partial sums."""
+def shard_writers(store: Store, spec: FeatureSpec, shard_id: str) -> dict[str, ArrayWriter]:
+    """A writer per stored array of a shard, chunked along time (about CHUNK_BYTES a chunk)."""
+    group, lineage, writers = f"features/{spec.feature_id}/{shard_id}", spec.lineage(), {}
+    for name, (tail, dtype) in stored_shapes(spec.config).items():
+        chunk = max(1, -(-CHUNK_BYTES // (math.prod(tail) * dtype.itemsize)))
+        attrs = attrs_json({**lineage, "role": name, "shard": shard_id, "dtype": str(dtype)})
+        writers[name] = store.array_writer(f"{group}/{name}", tail, dtype, chunk, attrs, CODECS[spec.codec]())
+    return writers
+
+
+def write_shard_sums(store: Store, spec: FeatureSpec, shard_id: str, sums: dict[str, np.ndarray]) -> None:
+    """A shard's partial sums of the training statistics, beside its arrays."""
     group, lineage = f"features/{spec.feature_id}/{shard_id}", spec.lineage()
-    for name, data in arrays.items():
-        chunk = max(1, -(-CHUNK_BYTES // max(1, data[:1].nbytes)))
-        attrs = attrs_json({**lineage, "role": name, "shard": shard_id, "dtype": str(data.dtype)})
-        store.write_array(f"{group}/{name}", data, attrs, (chunk,), CODECS[spec.codec]())
     for role, values in sums.items():
         store.write_array(
             f"{group}/sums_{role}",

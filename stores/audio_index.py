@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow.dataset as ds
 
@@ -59,23 +61,50 @@ def read_audio(store, name: str, utterance_id: str, role: str) -> np.ndarray:
 
 
 class PairReader:
-    """Reads the signals of many pairs efficiently: each stored array is read once, whole, and sliced
-    (a pair shard is one contiguous read); given pairs' clean signals come from their corpus.
+    """Reads the signals of many pairs efficiently: per `signals` call, each stored array's span of those
+    pairs is read once (a pair shard, or a batch of one, is one contiguous read; local arrays through
+    `LocalChunks`, which keeps a partly decoded chunk for the next batch); given pairs' clean signals come
+    from their corpus.
 
-    With a `Scratch` the arrays are read into its memory (names `audio 0`, `audio 1`, ...): the signals
-    are valid only until that scratch is used for the next reader."""
+    With a `Scratch` the spans are read into its memory (names `audio 0`, `audio 1`, ...): the signals of
+    one `signals` call are valid only until the next call, or the scratch's next use."""
 
     def __init__(self, store, scratch: Scratch | None = None) -> None:
         self.store = store
         self.scratch = scratch
-        self._arrays: dict[str, np.ndarray] = {}
+        self._chunks: dict[str, Any] = {}  # path -> LocalChunks, or None where zarr reads it
         self._corpus_rows: dict[tuple[str, str], dict] = {}
 
-    def _slice(self, path: str, offset: int, n: int) -> np.ndarray:
-        if path not in self._arrays:
-            allocate = self.scratch.allocator(f"audio {len(self._arrays)}") if self.scratch else None
-            self._arrays[path] = np.asarray(self.store.read_array(path, allocate), dtype=np.float32)
-        return self._arrays[path][offset : offset + n]
+    def _read_spans(self, rows: list[dict], roles: tuple[str, ...]) -> dict[str, tuple[int, np.ndarray]]:
+        """{array path: (first sample, samples)} covering these rows' stored signals of `roles`."""
+        spans: dict[str, list[int]] = {}
+        for row in rows:
+            stored = set((row["roles"] or "").split(","))
+            wanted = set(roles) | (
+                {"input", "clean"} if "noise" in roles and "noise" not in stored else set()
+            )
+            for role in wanted & (stored | {"input"}):  # every pair stores its input
+                span = spans.setdefault(f"{row['array']}/{role}", [row["offset"], row["offset"]])
+                span[0] = min(span[0], row["offset"])
+                span[1] = max(span[1], row["offset"] + row["num_samples"])
+        return {path: (lo, self._read(path, lo, hi, k)) for k, (path, (lo, hi)) in enumerate(spans.items())}
+
+    def _read(self, path: str, start: int, stop: int, k: int) -> np.ndarray:
+        if path not in self._chunks:
+            self._chunks[path] = self.store.local_chunks(path)
+        chunks = self._chunks[path]
+        if chunks is not None and chunks.dtype == np.float32:
+            out = (
+                self.scratch.array(f"audio {k}", (stop - start,), np.float32)
+                if self.scratch
+                else np.empty(stop - start, np.float32)
+            )
+            try:
+                chunks.read(start, stop, out)
+                return out
+            except (FileNotFoundError, ValueError):
+                pass  # damaged or missing chunks: zarr decides (a missing chunk reads as the fill value)
+        return np.asarray(self.store.arrays[path][start:stop], dtype=np.float32)
 
     def _load_corpus_rows(self, rows: list[dict]) -> None:
         wanted = {
@@ -93,25 +122,26 @@ class PairReader:
     def signals(self, rows: list[dict], roles: tuple[str, ...] = ("input", "clean", "noise")):
         """Yield (row, {role: samples}) for each pair row (float32, equal lengths), reading only `roles`."""
         self._load_corpus_rows(rows)
+        spans = self._read_spans(rows, roles)
+
+        def stored_signal(row: dict, role: str) -> np.ndarray:
+            start, samples = spans[f"{row['array']}/{role}"]
+            return samples[row["offset"] - start : row["offset"] - start + row["num_samples"]]
+
         for row in rows:
             stored = set((row["roles"] or "").split(","))
-            n = row["num_samples"]
             out: dict[str, np.ndarray] = {}
             if "input" in roles or ("noise" in roles and "noise" not in stored):
-                out["input"] = self._slice(f"{row['array']}/input", row["offset"], n)
+                out["input"] = stored_signal(row, "input")
             if "clean" in roles or ("noise" in roles and "noise" not in stored):
-                out["clean"] = self._clean(row, stored, n)
+                out["clean"] = stored_signal(row, "clean") if "clean" in stored else self._corpus_clean(row)
             if "noise" in roles:
                 out["noise"] = (
-                    self._slice(f"{row['array']}/noise", row["offset"], n)
-                    if "noise" in stored
-                    else out["input"] - out["clean"]
+                    stored_signal(row, "noise") if "noise" in stored else out["input"] - out["clean"]
                 )
             yield row, {role: out[role] for role in roles}
 
-    def _clean(self, row: dict, stored: set[str], n: int) -> np.ndarray:
-        if "clean" in stored:
-            return self._slice(f"{row['array']}/clean", row["offset"], n)
+    def _corpus_clean(self, row: dict) -> np.ndarray:
         utt = self._corpus_rows.get((row["corpus"], row["utterance_id"]))
         if utt is None:
             raise NotFoundError(f"Expected the clean utterance of pair {row['utterance_id']!r}. Got none.")

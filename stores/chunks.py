@@ -57,7 +57,12 @@ def inner_codecs(codecs) -> tuple[list, tuple | None | bool]:
 
 def shard_index(payloads: list) -> bytes:
     """The index zarr appends to a shard holding `payloads` (the encoded chunks, in order)."""
-    sizes = np.array([len(memoryview(p).cast("B")) for p in payloads], dtype="<u8")
+    return shard_index_of_sizes([len(memoryview(p).cast("B")) for p in payloads])
+
+
+def shard_index_of_sizes(stored_sizes: list[int]) -> bytes:
+    """The index zarr appends to a shard of chunks of these stored sizes, in order."""
+    sizes = np.array(stored_sizes, dtype="<u8")
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype("<u8")
     raw = np.stack([offsets, sizes], axis=1).tobytes()
     return raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
@@ -265,14 +270,25 @@ def write_local_array(
     folder replaced, missing parent groups created, the chunks, then `zarr.json` last (a folder without it
     is no array, so a killed writer leaves nothing that reads as one)."""
     files = encode_chunks(metadata, data, encode)
+    folder = fresh_array_folder(arrays_folder, path)
+    for name, parts in files.items():
+        with open(f"{folder}/{name}", "wb") as handle:
+            handle.writelines(parts)
+    write_array_metadata(folder, metadata)
+
+
+def fresh_array_folder(arrays_folder: str, path: str) -> str:
+    """The folder of the array at `path`, emptied (replaced if present), its parent groups created."""
     folder = f"{arrays_folder}/{path}"
     if os.path.isdir(folder):
         shutil.rmtree(folder)
     ensure_groups(arrays_folder, path)
     os.makedirs(folder, exist_ok=True)
-    for name, parts in files.items():
-        with open(f"{folder}/{name}", "wb") as handle:
-            handle.writelines(parts)
+    return folder
+
+
+def write_array_metadata(folder: str, metadata: ArrayV3Metadata) -> None:
+    """`zarr.json`, written after the chunks: a folder without it is no array."""
     with open(f"{folder}/{ZARR_JSON}", "wb") as handle:
         handle.write(metadata_bytes(metadata))
 
@@ -280,89 +296,109 @@ def write_local_array(
 def read_local_array(
     folder: str, allocate: Callable[[tuple, np.dtype], np.ndarray] | None = None
 ) -> np.ndarray | None:
-    """A whole local array this module can decode (chunks whole along every axis but time, in one shard or
-    in chunk files, codecs of `chunk_decoder`), decoded by numcodecs straight into the result, or for raw
+    """A whole local array `LocalChunks` can read, decoded by numcodecs straight into the result, or for raw
     chunks read straight into it (no bytes object, no copy: 446 MB of audio in 0.06 s against 0.37 s
     decoding LZ4); None for anything else, or any missing or damaged chunk (zarr then decides: it reads a
     missing chunk as the fill value). `allocate(shape, dtype)` gives the result's (C-contiguous) memory."""
-    metadata = read_metadata(folder)
-    if metadata is None:
+    chunks = LocalChunks.open(folder)
+    if chunks is None:
         return None
-    codecs, sharded = inner_codecs(metadata.codecs)
-    steps = _numcodecs_steps(codecs) if sharded is not False else None
-    shape, grid = metadata.shape, getattr(metadata.chunk_grid, "chunk_shape", None)
-    chunk = sharded or grid
-    if steps is None or not shape or chunk is None or tuple(chunk[1:]) != tuple(shape[1:]):
-        return None
-    if sharded and grid[0] < shape[0]:
-        return None
-    out = (allocate or np.empty)(tuple(shape), metadata.data_type.to_native_dtype())
+    out = (allocate or np.empty)(chunks.shape, chunks.dtype)
     try:
-        if steps:
-            payloads = _read_payloads(folder, metadata, chunk[0], bool(sharded))
-            _decode_chunks(payloads, chunk_decoder(codecs), out, chunk[0])
-        else:
-            _read_raw_chunks(folder, metadata, chunk[0], bool(sharded), out)
+        chunks.read(0, chunks.shape[0], out)
     except (FileNotFoundError, ValueError):
         return None
     return out
 
 
-def _decode_chunks(
-    payloads: list, decode: Callable[[bytes, np.ndarray], None], out: np.ndarray, chunk: int
-) -> None:
-    for start, payload in zip(range(0, out.shape[0], chunk), payloads, strict=True):
-        target = out[start : start + chunk]
-        if target.shape[0] == chunk:
-            decode(payload, target)
-        else:  # the edge chunk is stored padded to a whole chunk
-            block = np.empty((chunk, *out.shape[1:]), dtype=out.dtype)
-            decode(payload, block)
-            target[...] = block[: target.shape[0]]
+class LocalChunks:
+    """A local array's chunks (whole along every axis but time, in one shard or in chunk files, codecs of
+    `chunk_decoder`): `read(start, stop, out)` puts rows start..stop into `out` (C-contiguous), raw chunks
+    read straight into it, others decoded (the last chunk decoded in part is kept: consecutive ranges share
+    edge chunks). ValueError or FileNotFoundError for a missing or damaged chunk."""
+
+    def __init__(self, folder: str, metadata: ArrayV3Metadata, codecs: list, time_chunk: int, sharded: bool):
+        self.folder, self.metadata, self.time_chunk, self.sharded = folder, metadata, time_chunk, sharded
+        self.shape = tuple(metadata.shape)
+        self.dtype = metadata.data_type.to_native_dtype()
+        self.raw = not _numcodecs_steps(codecs)
+        self.decode = chunk_decoder(codecs)
+        self.row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self._index: np.ndarray | None = None
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    @classmethod
+    def open(cls, folder: str) -> LocalChunks | None:
+        """None for what this module does not read (zarr then does)."""
+        metadata = read_metadata(folder)
+        if metadata is None:
+            return None
+        codecs, sharded = inner_codecs(metadata.codecs)
+        shape, grid = metadata.shape, getattr(metadata.chunk_grid, "chunk_shape", None)
+        chunk = sharded or grid
+        if sharded is False or _numcodecs_steps(codecs) is None or not shape or chunk is None:
+            return None
+        if tuple(chunk[1:]) != tuple(shape[1:]) or (sharded and grid[0] < shape[0]):
+            return None
+        return cls(folder, metadata, codecs, chunk[0], bool(sharded))
+
+    def _path(self, i: int) -> str:
+        return f"{self.folder}/{chunk_key(self.metadata, len(self.shape), 0 if self.sharded else i)}"
+
+    def _location(self, fd: int, i: int) -> tuple[int, int]:
+        """(offset, stored bytes) of chunk i in its file."""
+        if not self.sharded:
+            return 0, os.fstat(fd).st_size
+        if self._index is None:
+            per_shard = self.metadata.chunk_grid.chunk_shape[0] // self.time_chunk
+            size, tail = os.fstat(fd).st_size, per_shard * 16 + 4
+            if size < tail:
+                raise ValueError("shard shorter than its index")
+            index = parse_shard_index(memoryview(os.pread(fd, tail, size - tail)), per_shard)
+            if (index[: -(-self.shape[0] // self.time_chunk)] == EMPTY_CHUNK).any():
+                raise ValueError("a chunk of the shard is empty")
+            self._index = index
+        offset, nbytes = self._index[i]
+        return int(offset), int(nbytes)
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> None:
+        chunk = self.time_chunk
+        for i in range(start // chunk, -(-stop // chunk)):
+            first, last = max(start, i * chunk), min(stop, (i + 1) * chunk)
+            target = out[first - start : last - start]
+            with open(self._path(i), "rb", buffering=0) as handle:
+                offset, nbytes = self._location(handle.fileno(), i)
+                if self.raw:
+                    if nbytes != chunk * self.row_bytes:
+                        raise ValueError("a chunk of the wrong size")
+                    _read_exact(handle.fileno(), target, offset + (first - i * chunk) * self.row_bytes)
+                else:
+                    self._decoded(handle.fileno(), i, offset, nbytes, first - i * chunk, target)
+
+    def _decoded(self, fd: int, i: int, offset: int, nbytes: int, row: int, target: np.ndarray) -> None:
+        if row == 0 and target.shape[0] == self.time_chunk:  # a whole chunk: decoded straight into `out`
+            self.decode(_read_bytes(fd, offset, nbytes), target)
+            return
+        if self._cached is None or self._cached[0] != i:
+            block = (
+                self._cached[1] if self._cached else np.empty((self.time_chunk, *self.shape[1:]), self.dtype)
+            )
+            self.decode(_read_bytes(fd, offset, nbytes), block)
+            self._cached = (i, block)
+        target[...] = self._cached[1][row : row + target.shape[0]]
 
 
-def _read_raw_chunks(folder: str, metadata: ArrayV3Metadata, time_chunk: int, sharded: bool, out: np.ndarray):
-    """Raw chunks (the `bytes` codec alone) read into `out`'s bytes; ValueError for a chunk of the wrong
-    size or an empty one (the edge chunk is stored padded: only its first rows are read)."""
-    count = -(-out.shape[0] // time_chunk)
-    chunk_bytes = time_chunk * math.prod(out.shape[1:]) * out.dtype.itemsize
-    flat = out.reshape(-1).view(np.uint8)
-    key = functools.partial(chunk_key, metadata, out.ndim)
-    if not sharded:
-        for i in range(count):
-            with open(f"{folder}/{key(i)}", "rb", buffering=0) as handle:
-                if os.fstat(handle.fileno()).st_size != chunk_bytes:
-                    raise ValueError("a chunk of the wrong size")
-                _read_exact(handle.fileno(), flat[i * chunk_bytes : (i + 1) * chunk_bytes], 0)
-        return
-    with open(f"{folder}/{key(0)}", "rb", buffering=0) as handle:
-        fd, per_shard = handle.fileno(), metadata.chunk_grid.chunk_shape[0] // time_chunk
-        size, tail = os.fstat(fd).st_size, per_shard * 16 + 4
-        if size < tail:
-            raise ValueError("shard shorter than its index")
-        index = parse_shard_index(memoryview(os.pread(fd, tail, size - tail)), per_shard)
-        for i, (offset, nbytes) in enumerate(index[:count]):
-            if nbytes != chunk_bytes or offset + nbytes > size - tail:
-                raise ValueError("a chunk of the shard is empty or of the wrong size")
-            _read_exact(fd, flat[i * chunk_bytes : (i + 1) * chunk_bytes], int(offset))
+def _read_bytes(fd: int, offset: int, nbytes: int) -> bytes:
+    payload = os.pread(fd, nbytes, offset)
+    if len(payload) != nbytes:
+        raise ValueError("a chunk shorter than its size")
+    return payload
 
 
 def _read_exact(fd: int, target: np.ndarray, offset: int) -> None:
-    view, done = memoryview(target), 0
+    view, done = memoryview(target.reshape(-1).view(np.uint8)), 0
     while done < len(view):
         got = os.preadv(fd, [view[done:]], offset + done)
         if got == 0:
             raise ValueError("a chunk shorter than its size")
         done += got
-
-
-def _read_payloads(folder: str, metadata: ArrayV3Metadata, time_chunk: int, sharded: bool) -> list:
-    ndim, count = len(metadata.shape), -(-metadata.shape[0] // time_chunk)
-    key = functools.partial(chunk_key, metadata, ndim)
-    if not sharded:
-        return [read_file(f"{folder}/{key(i)}") for i in range(count)]
-    shard = memoryview(read_file(f"{folder}/{key(0)}"))
-    index = parse_shard_index(shard, metadata.chunk_grid.chunk_shape[0] // time_chunk)
-    if (index[:count] == EMPTY_CHUNK).any():
-        raise ValueError("a chunk of the shard is empty")
-    return [shard[offset : offset + size] for offset, size in index[:count]]

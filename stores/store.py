@@ -20,6 +20,7 @@ import uuid
 from functools import cached_property
 
 import fsspec
+import google_crc32c
 import numcodecs
 import numpy as np
 import pyarrow as pa
@@ -31,12 +32,17 @@ from zarr.storage import FsspecStore, LocalStore
 
 from stores.chunks import (
     CHUNK_KEY_ENCODING,
+    LocalChunks,
     array_checksum,
     array_metadata,
+    chunk_key,
     encode_chunks,
+    fresh_array_folder,
     metadata_encoder,
     read_local_array,
     read_metadata,
+    shard_index_of_sizes,
+    write_array_metadata,
     write_local_array,
 )
 from stores.config import parse_name, parse_positive_int
@@ -168,6 +174,16 @@ class Store:
         compressed where that saves at least a fifth of its bytes, else raw (see `audio_codec`)."""
         samples = samples.astype(np.float32, copy=False)
         self.write_array(path, samples, attrs, (chunk,), audio_codec(samples))
+
+    def array_writer(
+        self, path: str, tail: tuple[int, ...], dtype, chunk: int, attrs: dict, codec
+    ) -> ArrayWriter:
+        """An `ArrayWriter`: rows appended a batch at a time, stored as `write_array` stores them all."""
+        return ArrayWriter(self, path, tail, dtype, chunk, attrs, codec)
+
+    def local_chunks(self, path: str) -> LocalChunks | None:
+        """A local array's `LocalChunks` (ranges read without zarr); None elsewhere or for what it cannot read."""
+        return LocalChunks.open(self._join("arrays.zarr", path)) if _is_local(self.root) else None
 
     def write_array(self, path: str, data: np.ndarray, attrs: dict, chunks: tuple[int, ...], codec) -> None:
         """Write one task's whole array (replaced if present); `chunks` gives the leading (time) chunk
@@ -320,3 +336,100 @@ def open_store(root: str | os.PathLike, create: bool = True, sample_rate: int | 
 def attrs_json(value: dict) -> dict:
     """Attributes must be plain JSON; round-trip to catch numpy scalars early."""
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+class ArrayWriter:
+    """Rows appended in order (`append`, then `close`), stored exactly as `Store.write_array(path, all rows,
+    attrs, (chunk,), codec)` stores them (byte-identical: tested), holding one chunk of rows at a time in a
+    local store: a feature shard's memory is then a batch of its pairs, not the whole shard (pair shards
+    grow with the corpus). Up to one chunk it is `write_array` itself; beyond, the shard file is written
+    chunk by chunk, its index and `zarr.json` at `close`. Other stores and codecs keep the rows and call
+    `write_array` at `close`."""
+
+    def __init__(self, store: Store, path: str, tail: tuple[int, ...], dtype, chunk: int, attrs: dict, codec):
+        self.store, self.path, self.attrs, self.codec = store, path, attrs, codec
+        self.chunk, self.rows, self._crc = chunk, 0, 0
+        self._block = np.empty((chunk, *tail), dtype=dtype)  # the chunk being filled
+        self._filled = 0
+        self._file = None  # the shard file, once a second chunk begins
+        self._encode, self._sizes, self._kept = None, [], None  # _kept: rows held for write_array
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self._block.dtype)
+        self._crc = google_crc32c.extend(
+            self._crc, self._little(rows)
+        )  # as array_checksum, a batch at a time
+        done = 0
+        while done < rows.shape[0]:
+            if self._filled == self.chunk:
+                self._spill()
+            take = min(self.chunk - self._filled, rows.shape[0] - done)
+            self._block[self._filled : self._filled + take] = rows[done : done + take]
+            self._filled, done = self._filled + take, done + take
+        self.rows += rows.shape[0]
+
+    def _spill(self) -> None:
+        """The full chunk leaves memory: encoded into the shard file, or kept for write_array."""
+        if self._file is None and self._kept is None:
+            self._start()
+        if self._kept is not None:
+            self._kept.append(self._block.copy())
+        else:
+            payload = memoryview(self._encode(self._little(self._block))).cast("B")
+            self._file.write(payload)
+            self._sizes.append(len(payload))
+        self._filled = 0
+
+    def _start(self) -> None:
+        tail = self._block.shape[1:]
+        if _is_local(self.store.root):
+            probe = array_metadata(
+                (2 * self.chunk, *tail),
+                self._block.dtype,
+                self._block.shape,
+                (2 * self.chunk, *tail),
+                self.codec,
+                {},
+            )
+            self._encode = metadata_encoder(probe)
+        if self._encode is None:
+            self._kept = []
+            return
+        arrays = self.store._join("arrays.zarr")
+        self._folder = fresh_array_folder(arrays, self.path)
+        self._file = open(f"{self._folder}/{chunk_key(probe, len(self._block.shape), 0)}", "wb")  # noqa: SIM115
+
+    @staticmethod
+    def _little(block: np.ndarray) -> np.ndarray:
+        return block.astype(block.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
+
+    def __enter__(self) -> ArrayWriter:
+        return self
+
+    def __exit__(self, kind, *exc) -> None:
+        if kind is None:
+            self.close()
+        elif self._file is not None:  # failed: no zarr.json, so the folder reads as no array
+            self._file.close()
+
+    def close(self) -> None:
+        last = self._block[: self._filled]
+        if self._file is None:
+            data = last if self._kept is None else np.concatenate([*self._kept, last])
+            self.store.write_array(self.path, data, self.attrs, (self.chunk,), self.codec)
+            return
+        self._block[self._filled :] = 0  # zarr stores the edge chunk whole, padded with the fill value
+        self._spill()
+        self._file.write(shard_index_of_sizes(self._sizes))
+        self._file.close()
+        shape, count = (self.rows, *self._block.shape[1:]), len(self._sizes)
+        attributes = {**self.attrs, CHECKSUM_ATTR: f"{self._crc:08x}"}
+        metadata = array_metadata(
+            shape,
+            self._block.dtype,
+            self._block.shape,
+            (count * self.chunk, *shape[1:]),
+            self.codec,
+            attributes,
+        )
+        write_array_metadata(self._folder, metadata)

@@ -201,3 +201,23 @@ def test_stat_sums_match_float64_sums_without_nan(dtype, block_rows, monkeypatch
     assert (np.abs(mean - expected_mean) <= 1e-5 * scale).all()
     np.testing.assert_allclose(var, expected_var, rtol=1e-4)
     assert _stat_sums(x[:0]).shape == (3, 3, 7)
+
+
+@pytest.mark.parametrize("kind, overrides", [("magnitude", {"hop_length": 64}), ("decomposed", {})])
+def test_batches_of_a_shard_store_what_the_whole_shard_stores(
+    tmp_path, real_data, monkeypatch, kind, overrides
+):
+    import pipelines.featurize as featurize
+
+    def feature_files(batch_samples, name):
+        monkeypatch.setattr(featurize, "BATCH_SAMPLES", batch_samples)
+        store = open_store(tmp_path / name)
+        ingest_in_process(store, "voicebank-demand", real_data / "voicebank-demand", shard_size=11)
+        fid = features_in_process(store, "voicebank-demand-given", feature_config(kind, **overrides))
+        folder = tmp_path / name / "arrays.zarr" / "features" / fid
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    whole, batched = feature_files(1 << 30, "whole"), feature_files(20_000, "batched")  # one pair a batch
+    inputs = [json.loads(whole[name]) for name in whole if name.endswith("/input/zarr.json")]
+    assert [doc["codecs"][0]["name"] for doc in inputs] == ["sharding_indexed"]  # one shard of several chunks
+    assert batched == whole  # byte for byte, statistics and zarr.json included

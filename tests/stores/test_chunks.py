@@ -132,3 +132,53 @@ def test_raw_chunks_are_read_into_the_callers_memory_and_damage_is_declined(tmp_
     shard = f"{st.path}/arrays.zarr/x/a/c.0.0"
     st.fs.pipe_file(shard, st.fs.cat_file(shard)[:-100])  # truncated: its index no longer checks out
     assert read_local_array(f"{st.path}/arrays.zarr/x/a") is None
+
+
+@pytest.mark.parametrize("root", ["local", "memory://specstore-writer-{}-{}"])
+@pytest.mark.parametrize(
+    "rows, chunk, batches, codec",
+    [
+        (1000, 96, [1, 95, 200, 704], "lz4"),  # edge chunk padded, batches across chunk boundaries
+        (192, 96, [96, 96], "none"),  # exactly two chunks
+        (96, 96, [50, 46], "lz4"),  # exactly one chunk: write_array itself
+        (40, 96, [40], "zstd"),  # less than a chunk
+        (0, 8, [], "lz4"),
+        (333, 50, [333], "none"),
+    ],
+)
+def test_array_writer_stores_what_write_array_stores(tmp_path, root, rows, chunk, batches, codec):
+    url = str(tmp_path / "s") if root == "local" else root.format(os.getpid(), tmp_path.name)
+    st = open_store(url)
+    data = (np.random.default_rng(0).standard_normal((rows, 3, 7)) * 50).astype(np.float32)
+    st.write_array("x/whole", data, {"k": 1}, (chunk,), CODECS[codec]())
+    with st.array_writer("x/streamed", (3, 7), np.float32, chunk, {"k": 1}, CODECS[codec]()) as writer:
+        start = 0
+        for size in batches:
+            writer.append(data[start : start + size])
+            start += size
+    assert writer.rows == rows
+    assert _chunk_files(st, "x/streamed") == _chunk_files(st, "x/whole")
+    metadata = f"{st.path}/arrays.zarr/x/{{}}/zarr.json"
+    assert st.fs.cat_file(metadata.format("streamed")) == st.fs.cat_file(metadata.format("whole"))
+    np.testing.assert_array_equal(st.read_array("x/streamed"), data)
+
+
+def test_a_failed_array_writer_leaves_no_array(tmp_path):
+    st = open_store(tmp_path / "s")
+    with pytest.raises(RuntimeError), st.array_writer("x/a", (2,), np.float32, 4, {}, None) as writer:
+        writer.append(np.ones((10, 2), np.float32))  # two chunks written to the shard file
+        raise RuntimeError("killed")
+    assert not st.has_array("x/a")
+
+
+def test_local_chunks_read_any_range(tmp_path):
+    st = open_store(tmp_path / "s")
+    data = np.arange(1000 * 3, dtype=np.float32).reshape(1000, 3)
+    for codec in ("lz4", "none"):
+        st.write_array(f"x/{codec}", data, {}, (96,), CODECS[codec]())
+        chunks = st.local_chunks(f"x/{codec}")
+        for start, stop in [(0, 1000), (5, 7), (90, 200), (191, 192), (950, 1000), (96, 192), (300, 300)]:
+            out = np.empty((stop - start, 3), np.float32)
+            chunks.read(start, stop, out)
+            np.testing.assert_array_equal(out, data[start:stop])
+    assert open_store("memory://specstore-chunks-ranges").local_chunks("x/lz4") is None
