@@ -1,9 +1,10 @@
-"""Whole arrays of a local store written and read without zarr's event loop, in zarr's own format.
+"""Arrays of a local store written and read without zarr's event loop, in zarr's own format.
 
 zarr-python runs every store operation as a coroutine on its event-loop thread: each array created or
 opened is a round trip to that thread (measured 6-8 ms to create a feature array on the test machine, 2 ms
 to open one), and the loop needs the GIL that the shard threads computing features also need. A shard writes
-whole arrays once and reads whole arrays, so for local stores this module does what zarr would: the
+each array once (whole, or chunk by chunk through `stores.store.ArrayWriter`) and reads whole arrays or
+spans of them (`LocalChunks`), so for local stores this module does what zarr would: the
 `zarr.json` document zarr would write (built by zarr's own metadata class from a template zarr created,
 byte-identical: tests/stores/test_chunks.py), the chunks encoded by numcodecs exactly as zarr's codecs encode
 them, one shard per array with zarr's shard index. Anything else (other codecs, object stores) goes through
