@@ -144,7 +144,9 @@ class Store:
         return sorted(names)
 
     def write_part(self, name: str, part: str, rows: list[dict] | pa.Table) -> str:
-        """Write one part of a table atomically (staging file, then a move); same part name = replace."""
+        """Write one part of a table atomically (staging file, then a move); same part name = replace,
+        including the staging files of earlier writes of it that never finished (a killed writer's: a part
+        has one writer at a time, its flow's run lock sees to that)."""
         parse_name(part, "table part name")
         table = rows if isinstance(rows, pa.Table) else rows_to_table(name, rows)
         table = table.cast(table_schema(name))
@@ -152,6 +154,8 @@ class Store:
         staging = f"{path}/{STAGING}/{part}.{uuid.uuid4().hex}.parquet"
         final = f"{path}/{part}.parquet"
         self.fs.makedirs(f"{path}/{STAGING}", exist_ok=True)
+        for leftover in self.fs.glob(f"{path}/{STAGING}/{part}.*.parquet"):
+            self.fs.rm(leftover)
         with self.fs.open(staging, "wb") as handle:
             pq.write_table(table, handle, compression="zstd")
         self.fs.mv(staging, final)

@@ -152,3 +152,13 @@ def test_real_16_bit_recordings_are_stored_compressed(tmp_path, real_data):
     st.write_audio_array("audio/c/real", samples, {})
     assert _stored_codecs(st, "audio/c/real") == ["bytes", "blosc"]
     np.testing.assert_array_equal(st.read_array("audio/c/real"), samples)
+
+
+def test_rewriting_a_part_removes_its_own_unfinished_writes(store):
+    staging = f"{store.table_path('utterances')}/_staging"
+    store.fs.makedirs(staging, exist_ok=True)
+    for part in ("part-s1", "part-s2"):  # as left by writers killed mid-write
+        store.fs.pipe_file(f"{staging}/{part}.0123abcd.parquet", b"half a parquet file")
+    store.commit({"utterances": [_row("u1")]}, "utterances", "s1")
+    assert [p.rsplit("/", 1)[-1] for p in store.fs.ls(staging, detail=False)] == ["part-s2.0123abcd.parquet"]
+    assert store.read_table("utterances")["utterance_id"].to_pylist() == ["u1"]
