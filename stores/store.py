@@ -360,9 +360,8 @@ class ArrayWriter:
 
     def append(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self._block.dtype)
-        self._crc = google_crc32c.extend(
-            self._crc, self._little(rows)
-        )  # as array_checksum, a batch at a time
+        # the values' CRC-32C (the checksum attribute, as array_checksum), extended a batch at a time
+        self._crc = google_crc32c.extend(self._crc, self._little(rows))
         done = 0
         while done < rows.shape[0]:
             if self._filled == self.chunk:
