@@ -6,7 +6,7 @@ in the same run. What `stores.store.audio_codec` decides from.
 Kinds: the real recordings of ../shared/data/real (16-bit and 24-bit files, decoded to float32), and, with
 `--pairs-store`, the input and clean arrays of a generated pair set (mixtures at float SNR gains). Each
 kind's audio is written as one array per 2^22 samples with each codec into a fresh local store and read
-back whole with `Store.read_array` (into reused memory, as feature shards read it), best of 5.
+back whole with `LocalChunks` into reused memory, as feature shards read it, best of 5.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def measure(samples: np.ndarray, codec, work: Path) -> tuple[float, float]:
     for _ in range(5):
         started = time.perf_counter()
         for path in paths:
-            st.read_array(path, scratch.allocator("audio"))
+            chunks = st.local_chunks(path)  # as feature shards read their audio
+            chunks.read(0, chunks.shape[0], scratch.array("audio", chunks.shape, chunks.dtype))
         best = min(best, time.perf_counter() - started)
     return stored / samples.nbytes, best / (samples.nbytes / 1e9)
 

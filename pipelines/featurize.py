@@ -301,7 +301,9 @@ def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShard
     roles = ("input", "clean", "noise") if mask.oracle_needs_noise else ("input", "clean")
     shapes, rows, sums = stored_shapes(spec.config), [], {}
     with work_buffers(("feature-shard",), Scratch) as scratch, contextlib.ExitStack() as stack:
-        writers = {n: stack.enter_context(w) for n, w in shard_writers(store, spec, shard.shard_id).items()}
+        writers = {
+            n: stack.enter_context(w) for n, w in shard_writers(store, spec, shard.shard_id, shapes).items()
+        }
         reader = PairReader(store, scratch)
         for batch in pair_batches(shard.items):
             counts = [n_frames(pair["num_samples"], spec.config) for pair in batch]
@@ -366,10 +368,13 @@ def _train_sums(arrays: dict[str, np.ndarray], train_runs: list[list[int]]) -> d
     return sums
 
 
-def shard_writers(store: Store, spec: FeatureSpec, shard_id: str) -> dict[str, ArrayWriter]:
-    """A writer per stored array of a shard, chunked along time (about CHUNK_BYTES a chunk)."""
+def shard_writers(
+    store: Store, spec: FeatureSpec, shard_id: str, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]
+) -> dict[str, ArrayWriter]:
+    """A writer per stored array of a shard (`stored_shapes`), chunked along time (about CHUNK_BYTES a
+    chunk)."""
     group, lineage, writers = f"features/{spec.feature_id}/{shard_id}", spec.lineage(), {}
-    for name, (tail, dtype) in stored_shapes(spec.config).items():
+    for name, (tail, dtype) in shapes.items():
         chunk = max(1, -(-CHUNK_BYTES // (math.prod(tail) * dtype.itemsize)))
         attrs = attrs_json({**lineage, "role": name, "shard": shard_id, "dtype": str(dtype)})
         writers[name] = store.array_writer(f"{group}/{name}", tail, dtype, chunk, attrs, CODECS[spec.codec]())

@@ -294,17 +294,15 @@ def write_array_metadata(folder: str, metadata: ArrayV3Metadata) -> None:
         handle.write(metadata_bytes(metadata))
 
 
-def read_local_array(
-    folder: str, allocate: Callable[[tuple, np.dtype], np.ndarray] | None = None
-) -> np.ndarray | None:
+def read_local_array(folder: str) -> np.ndarray | None:
     """A whole local array `LocalChunks` can read, decoded by numcodecs straight into the result, or for raw
     chunks read straight into it (no bytes object, no copy: 446 MB of audio in 0.06 s against 0.37 s
     decoding LZ4); None for anything else, or any missing or damaged chunk (zarr then decides: it reads a
-    missing chunk as the fill value). `allocate(shape, dtype)` gives the result's (C-contiguous) memory."""
+    missing chunk as the fill value). Spans of an array: `LocalChunks`."""
     chunks = LocalChunks.open(folder)
     if chunks is None:
         return None
-    out = (allocate or np.empty)(chunks.shape, chunks.dtype)
+    out = np.empty(chunks.shape, chunks.dtype)
     try:
         chunks.read(0, chunks.shape[0], out)
     except (FileNotFoundError, ValueError):

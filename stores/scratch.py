@@ -58,7 +58,3 @@ class Scratch:
             self._pool.pop(name, None)  # free the old one first
             self._pool[name] = np.empty(int(nbytes * GROWTH) + 64, dtype=np.uint8)
         return self._pool[name][:nbytes].view(dtype).reshape(shape)
-
-    def allocator(self, name: str) -> Callable[[tuple[int, ...], Any], np.ndarray]:
-        """`(shape, dtype) -> array` for readers that size their output themselves."""
-        return lambda shape, dtype: self.array(name, tuple(shape), dtype)

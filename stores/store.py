@@ -232,15 +232,14 @@ class Store:
         for key, parts in encode_chunks(array.metadata, data, encode).items():
             self.fs.pipe_file(f"{base}/{key}", b"".join(bytes(p) for p in parts))
 
-    def read_array(self, path: str, allocate=None) -> np.ndarray:
+    def read_array(self, path: str) -> np.ndarray:
         """A whole array's values. In a local store, arrays `stores.chunks` can decode are read file by file
         and decoded by numcodecs straight into the result (raw chunks read straight into it): measured
         0.27 s against zarr's 0.48 s for 445 MB of LZ4 audio, and no round trips through zarr's event-loop
-        thread, which the other shard threads wait on; `allocate(shape, dtype)` gives the result's memory
-        there. Anything else (and any missing chunk, which zarr reads as the fill value) goes through
-        zarr."""
+        thread, which the other shard threads wait on. Anything else (and any missing chunk, which zarr
+        reads as the fill value) goes through zarr. Spans of an array: `local_chunks`."""
         if _is_local(self.root):
-            values = read_local_array(self._join("arrays.zarr", path), allocate)
+            values = read_local_array(self._join("arrays.zarr", path))
             if values is not None:
                 return values
         return np.asarray(self.arrays[path][:])

@@ -38,5 +38,5 @@ def test_scratch_arrays_keep_their_memory_and_grow_when_needed():
     assert np.shares_memory(first, smaller)
     larger = pool.array("a", (100, 3), np.float32)  # does not fit: a new buffer
     assert larger.shape == (100, 3) and not np.shares_memory(first, larger)
-    other = pool.allocator("b")((5,), np.int16)
+    other = pool.array("b", (5,), np.int16)
     assert other.shape == (5,) and other.dtype == np.int16 and not np.shares_memory(other, larger)
