@@ -9,6 +9,7 @@ nothing. One feature shard per pair shard, so each task reads its pairs' arrays 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -39,6 +40,7 @@ CODECS = {
 CHUNK_BYTES = 1 << 20  # chunks of about a megabyte or more along time
 
 
+@functools.cache  # importlib.metadata reads the installed distributions on every call (~0.4 ms each shard)
 def code_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
