@@ -365,22 +365,31 @@ class ArrayWriter:
         while done < rows.shape[0]:
             if self._filled == self.chunk:
                 self._spill()
+            if self._filled == 0 and rows.shape[0] - done > self.chunk:
+                # a whole chunk with more rows after it leaves straight from the caller's rows: copying it
+                # into the chunk buffer first was 6 % of a complex shard's CPU (2.3 GB per hour of pairs)
+                self._emit(rows[done : done + self.chunk])
+                done += self.chunk
+                continue
             take = min(self.chunk - self._filled, rows.shape[0] - done)
             self._block[self._filled : self._filled + take] = rows[done : done + take]
             self._filled, done = self._filled + take, done + take
         self.rows += rows.shape[0]
 
     def _spill(self) -> None:
-        """The full chunk leaves memory: encoded into the shard file, or kept for write_array."""
+        self._emit(self._block)
+        self._filled = 0
+
+    def _emit(self, chunk_rows: np.ndarray) -> None:
+        """A full chunk leaves memory: encoded into the shard file, or kept (copied) for write_array."""
         if self._file is None and self._kept is None:
             self._start()
         if self._kept is not None:
-            self._kept.append(self._block.copy())
+            self._kept.append(chunk_rows.copy())
         else:
-            payload = memoryview(self._encode(self._little(self._block))).cast("B")
+            payload = memoryview(self._encode(self._little(chunk_rows))).cast("B")
             self._file.write(payload)
             self._sizes.append(len(payload))
-        self._filled = 0
 
     def _start(self) -> None:
         tail = self._block.shape[1:]

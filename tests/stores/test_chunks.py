@@ -145,6 +145,8 @@ def test_raw_chunks_are_read_into_the_callers_memory_and_damage_is_declined(tmp_
         (40, 96, [40], "zstd"),  # less than a chunk
         (0, 8, [], "lz4"),
         (333, 50, [333], "none"),
+        (97, 96, [97], "lz4"),  # one whole chunk straight from the rows, one row through the buffer
+        (500, 96, [10, 300, 190], "none"),
     ],
 )
 def test_array_writer_stores_what_write_array_stores(tmp_path, root, rows, chunk, batches, codec):
@@ -153,9 +155,11 @@ def test_array_writer_stores_what_write_array_stores(tmp_path, root, rows, chunk
     data = (np.random.default_rng(0).standard_normal((rows, 3, 7)) * 50).astype(np.float32)
     st.write_array("x/whole", data, {"k": 1}, (chunk,), CODECS[codec]())
     with st.array_writer("x/streamed", (3, 7), np.float32, chunk, {"k": 1}, CODECS[codec]()) as writer:
-        start = 0
+        start, reused = 0, np.empty_like(data)  # a caller's memory, overwritten after each append
         for size in batches:
-            writer.append(data[start : start + size])
+            reused[:size] = data[start : start + size]
+            writer.append(reused[:size])
+            reused[:size] = np.nan
             start += size
     assert writer.rows == rows
     assert _chunk_files(st, "x/streamed") == _chunk_files(st, "x/whole")
