@@ -253,6 +253,12 @@ def main() -> None:
     parser.add_argument("--small-minutes", type=float, default=10)
     parser.add_argument("--large-minutes", type=float, default=120)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument(
+        "--store-tag",
+        default="main",
+        help="the per-kind table's pair store, WORK/store-TAG, built with --minutes of pairs when missing (the "
+        "memory run's 2-hour store is 'large', built with --large-minutes)",
+    )
     parser.add_argument("--work", default="/tmp/bench-features")
     parser.add_argument("--processes", action="store_true", help="the flow's local workers as processes")
     parser.add_argument(
@@ -285,12 +291,12 @@ def main() -> None:
 
     ensure_prefect_api()
     results = {}
-    root, seconds = make_pairset(work, args.minutes, "main")
+    root, seconds = make_pairset(work, args.minutes, args.store_tag)
     print(
         f"pair set: {seconds / 60:.1f} min of pairs ({2 * seconds / 60:.1f} min of input+target signal); "
         f"codec {args.codec or 'each kind default'}"
     )
-    triples = export_wavs(root, work / "wav")
+    triples = export_wavs(root, work / ("wav" if args.store_tag == "main" else f"wav-{args.store_tag}"))
     signals = [tuple(sf.read(p, dtype="float32")[0] for p in t) for t in triples]
     for kind in args.kinds.split(","):
         flows_s, floors_s, naives_s = [], [], []
