@@ -63,7 +63,9 @@ WAYS = {"pool": run_pool, "dask": run_dask, "flow": run_prefect_flow}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", default="/tmp/bench-features")
     parser.add_argument("--store-tag", default="main")
     parser.add_argument("--minutes", type=float, default=60)
