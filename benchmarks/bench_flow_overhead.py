@@ -41,11 +41,12 @@ def run_dask(root: str, kind: str) -> None:
     import flows
     from features import feature_config
     from pipelines.featurize import finalize_features, plan_features
+    from pipelines.runner import dask_runner
     from stores import open_store
 
     store = open_store(root)
     plan = plan_features(store, "noisy", feature_config(kind))
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0")
+    cluster = LocalCluster(**dask_runner(2, None).cluster_kwargs)  # the cluster the flow's runner starts
     with cluster, Client(cluster) as client:
         futures = [
             client.submit(flows.features_shard_task.fn, store.root, plan.spec, shard, pure=False)
