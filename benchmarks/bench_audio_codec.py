@@ -60,7 +60,7 @@ def measure(samples: np.ndarray, codec, work: Path) -> tuple[float, float]:
     for _ in range(5):
         started = time.perf_counter()
         for path in paths:
-            chunks = st.local_chunks(path)  # as feature shards read their audio
+            chunks = st.span_reader(path)  # as feature shards read their audio
             chunks.read(0, chunks.shape[0], scratch.array("audio", chunks.shape, chunks.dtype))
         best = min(best, time.perf_counter() - started)
     return stored / samples.nbytes, best / (samples.nbytes / 1e9)

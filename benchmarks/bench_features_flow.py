@@ -91,9 +91,10 @@ def make_pairset(work: Path, minutes: float, tag: str) -> tuple[str, float]:
     """A store with a `noisy` pair set of about `minutes` of demo speech: -> (store root, audio seconds)."""
     import flows
     from features import feature_config  # noqa: F401  (imported for its registry side effects)
+    from pipelines.cluster import dask_runner
     from pipelines.demo import DemoConfig, generate_demo_corpus
     from pipelines.mixing import PairConfig
-    from pipelines.runner import dask_runner
+    from pipelines.sources import parse_source
 
     per_speaker = 40
     speakers = max(3, round(minutes * 60 / 4.0 / per_speaker))
@@ -105,9 +106,10 @@ def make_pairset(work: Path, minutes: float, tag: str) -> tuple[str, float]:
         flows.ingest_flow.with_options(task_runner=dask_runner(2, None))(
             store=root, corpus="librispeech", source=str(corpus.speech), name="demo", progress=False
         )
-        config = PairConfig(corpus="demo", kind="noisy", noise="x", snr=(-5.0, 20.0), seed=0)
+        noise = parse_source("noise", str(corpus.noise))
+        config = PairConfig(corpus="demo", kind="noisy", noise=noise.corpus, snr=(-5.0, 20.0), seed=0)
         flows.pairs_flow.with_options(task_runner=dask_runner(2, None))(
-            store=root, pairset="noisy", config=config, noise_source=str(corpus.noise), progress=False
+            store=root, pairset="noisy", config=config, sources=(noise,), progress=False
         )
     from stores import open_store
 
@@ -175,17 +177,13 @@ def naive_loop(kind: str, triples, out: Path, sr_arg=None) -> float:
 
 def compute_floor(kind: str, signals) -> float:
     """Our feature functions over preloaded signals, one process, no I/O."""
-    from features import compute_feature, feature_config
-    from pipelines.featurize import pair_features
+    from features import feature_config, get_kind
 
-    config = feature_config(kind)
+    config, features = feature_config(kind), get_kind(kind)
     started = time.perf_counter()
-    for inp, clean, noise in signals:
-        if kind == "decomposed":
-            pair_features({"input": inp, "clean": clean, "noise": noise}, config)
-        else:
-            compute_feature(inp, config)
-            compute_feature(clean, config)
+    for inp, clean, noise in signals:  # what a feature shard computes of each pair: input and target
+        for role in ("input", "target"):
+            features.compute_stored({"input": inp, "clean": clean, "noise": noise}, config, role)
     return time.perf_counter() - started
 
 
@@ -197,7 +195,7 @@ def flow_runner():
     """The flow's task runner: the default local Dask cluster (threads, or processes with --processes), or
     with --prefect-threads Prefect's own ThreadPoolTaskRunner (2 threads, no Dask), to measure what the Dask
     task runner costs per task (its context serialisation and hydration: about 0.25 s of CPU per task)."""
-    from pipelines.runner import dask_runner
+    from pipelines.cluster import dask_runner
 
     if RUNNER["prefect_threads"]:
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -215,12 +213,13 @@ def drop_feature_sets(root: str) -> None:
 def run_flow(root: str, kind: str, config_overrides: dict | None = None, codec: str | None = None):
     import flows
     from features import feature_config
+    from pipelines.featurize import SignalSet
 
     config = feature_config(kind, **(config_overrides or {}))
     with PeakMemory(children=not THREADS["value"]) as memory:
         started = time.perf_counter()
         report = flows.features_flow.with_options(task_runner=flow_runner())(
-            store=root, pairset="noisy", config=config, codec=codec, progress=False
+            store=root, source=SignalSet("noisy"), config=config, codec=codec, progress=False
         )
         seconds = time.perf_counter() - started
     return report, seconds, memory.peak
@@ -286,7 +285,7 @@ def main() -> None:
     THREADS["value"] = not args.processes
     RUNNER["prefect_threads"] = args.prefect_threads
 
-    from features import get_feature
+    from features import get_kind
     from pipelines.runner import ensure_prefect_api
 
     ensure_prefect_api()
@@ -321,7 +320,7 @@ def main() -> None:
             "flow_audio_s_per_s": seconds / flow_s,
             "naive_over_flow": float(np.median(np.divide(naives_s, flows_s))),
             "flow_over_floor": float(np.median(np.divide(flows_s, floors_s))),
-            "codec": args.codec or get_feature(kind).default_codec,
+            "codec": args.codec or get_kind(kind).default_codec,
             "stored_bytes_per_hour": report.stored_bytes * 3600 / seconds,
             "naive_bytes_per_hour": naive_bytes * 3600 / seconds,
             "peak_rss": peak,

@@ -25,11 +25,11 @@ from bench_features_flow import drop_feature_sets, make_pairset, run_flow
 
 def run_pool(root: str, kind: str) -> None:
     from features import feature_config
-    from pipelines.featurize import feature_shard, finalize_features, plan_features
+    from pipelines.featurize import SignalSet, feature_shard, finalize_features, plan_features
     from stores import open_store
 
     store = open_store(root)
-    plan = plan_features(store, "noisy", feature_config(kind))
+    plan = plan_features(store, SignalSet("noisy"), feature_config(kind))
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda shard: feature_shard(store, plan.spec, shard), plan.shards))
     finalize_features(store, plan.spec)
@@ -40,12 +40,12 @@ def run_dask(root: str, kind: str) -> None:
 
     import flows
     from features import feature_config
-    from pipelines.featurize import finalize_features, plan_features
-    from pipelines.runner import dask_runner
+    from pipelines.cluster import dask_runner
+    from pipelines.featurize import SignalSet, finalize_features, plan_features
     from stores import open_store
 
     store = open_store(root)
-    plan = plan_features(store, "noisy", feature_config(kind))
+    plan = plan_features(store, SignalSet("noisy"), feature_config(kind))
     cluster = LocalCluster(**dask_runner(2, None).cluster_kwargs)  # the cluster the flow's runner starts
     with cluster, Client(cluster) as client:
         futures = [

@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--processes", action="store_true", help="local Dask workers as processes")
     args = parser.parse_args()
 
-    import flows
+    import cli
     from pipelines.demo import DemoConfig, generate_demo_corpus
 
     work = Path(args.work or tempfile.mkdtemp(prefix="specstore-bench-"))
@@ -72,9 +72,9 @@ def main() -> None:
         str(args.workers),
         "--quiet",
     ] + (["--processes"] if args.processes else [])
-    ns = flows.build_parser().parse_args(argv)
+    ns = cli.build_parser().parse_args(argv)
     started = time.perf_counter()
-    report = flows.run_ingest(ns)
+    report = cli.cmd_ingest(ns)
     total = time.perf_counter() - started
     flow = report.seconds
     print(

@@ -1,29 +1,28 @@
-"""Pure feature functions `(wave, config) -> array` (time-major: frames first) and their configs.
+"""Pure feature functions `(wave, config) -> array` (time-major: frames first), their configs, and the
+feature kinds that say what each one means to the store and to models (`features.kind`).
 
-Importing the package registers every kind in `FEATURES`: magnitude, complex, reassigned, decomposed.
-`features.invert` turns a reassigned triple back into a waveform (phase-gradient heap integration).
-The functions `features.reassigned` and `features.decomposed` share their modules' names and shadow them as
-package attributes; import module-level names with `from features.reassigned import PLANES`.
+Importing the package registers every kind: magnitude and complex (`spectral`), reassigned, decomposed,
+logmel. `features.invert` turns spectrograms back into waveforms (inverse STFT, Griffin-Lim, and the
+phase-gradient heap integration of a reassigned triple).
 """
 
+from features import decomposed, logmel, reassigned, spectral  # noqa: F401  (register the kinds)
 from features.config import (
     FEATURES,
     PRESETS,
     ComplexConfig,
     DecomposedConfig,
     FeatureConfig,
-    FeatureKind,
     MagnitudeConfig,
     ReassignedConfig,
     compute_feature,
     config_from_dict,
     feature_config,
-    get_feature,
     get_preset,
 )
 from features.decomposed import (
-    decomposed,
     decomposed_from_mask,
+    decomposed_spectrogram,
     expand_decomposed,
     expand_decomposed_torch,
     oracle_irm,
@@ -31,7 +30,8 @@ from features.decomposed import (
     thresholds,
 )
 from features.invert import invert_reassigned, invert_zero_phase, pghi, phase_gradients, reassigned_phase
-from features.reassigned import reassigned
+from features.kind import FeatureKind, ModelLayout, StoredArray, get_kind
+from features.reassigned import reassigned_spectrogram
 from features.stft import check_wave, complex_stft, magnitude, stft_tf
 
 __all__ = [
@@ -42,17 +42,19 @@ __all__ = [
     "FeatureConfig",
     "FeatureKind",
     "MagnitudeConfig",
+    "ModelLayout",
     "ReassignedConfig",
+    "StoredArray",
     "check_wave",
     "complex_stft",
     "compute_feature",
     "config_from_dict",
-    "decomposed",
     "decomposed_from_mask",
+    "decomposed_spectrogram",
     "expand_decomposed",
     "expand_decomposed_torch",
     "feature_config",
-    "get_feature",
+    "get_kind",
     "get_preset",
     "invert_reassigned",
     "invert_zero_phase",
@@ -61,8 +63,8 @@ __all__ = [
     "phase_gradients",
     "pghi",
     "quantise_mask",
-    "reassigned",
     "reassigned_phase",
+    "reassigned_spectrogram",
     "stft_tf",
     "thresholds",
 ]

@@ -5,26 +5,29 @@ A config's fields are librosa's parameter names (`n_fft`, `hop_length`, `win_len
 must equal. `win_length=None` is resolved to `n_fft` on construction: two configs that compute the same
 thing have the same `to_dict` and the same hash.
 
-Each compute module (`stft`, `reassigned`, `decomposed`) registers its kind in `FEATURES` when imported;
-importing anything from `features` imports them all.
+Each kind module (`stft`, `reassigned`, `decomposed`, `logmel`) registers its `FeatureKind` (`features.kind`)
+when imported; importing anything from `features` imports them all.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.signal
 
-from stores.config import Config, Registry, is_safe_name, parse_choice, parse_positive_int
+from features.kind import check_config, get_kind
+from stores.config import Config, is_safe_name, parse_choice, parse_positive_int
 from stores.errors import ConfigError, NotFoundError
+from stores.layouts import FEATURE_KINDS
+
+FEATURES = FEATURE_KINDS  # the kinds registered by the modules of this package
 
 DTYPES = ("float32", "float16")
-# np.pad modes for which padding the whole signal equals librosa's head/tail padding
+# np.pad modes librosa.stft accepts for centred frames (it refuses wrap, maximum, mean, median, minimum).
+# librosa pads a head and a tail segment separately when their frames do not overlap, which for reflect is
+# not always the whole signal's padding: features.stft pads as librosa does (`_librosa_padded`).
 PAD_MODES = ("constant", "edge", "reflect", "symmetric")
 ORACLE_IRM = "oracle-irm"
 MODEL_MASK_PREFIX = "model:"
@@ -37,15 +40,27 @@ def _parse_bool(value: object, what: str) -> bool:
     return value
 
 
-def _check_kind(config: Any, kind: str) -> None:
+def check_kind(config: Any, kind: str) -> None:
     if config.kind != kind:
         raise ConfigError(f"Expected kind {kind!r} for {type(config).__name__}. Got {config.kind!r} instead.")
+
+
+# Window names scipy.signal.get_window accepts without parameters (tests/features/test_config.py checks each):
+# these need no scipy import to be checked; any other name is checked by scipy itself.
+PLAIN_WINDOWS = frozenset(
+    ("hann", "hamming", "blackman", "bartlett", "boxcar", "triang", "blackmanharris", "nuttall", "flattop")
+)
 
 
 def _check_window(window: object, win_length: int) -> None:
     # Only names (JSON strings): scipy's tuple specs and arrays do not round-trip through config_json.
     if not isinstance(window, str):
         raise ConfigError(f"Expected window to be a window name such as 'hann'. Got {window!r} instead.")
+    if window in PLAIN_WINDOWS:
+        return
+    import scipy.signal  # here, not at the top: it takes about a second to import, and configs are made
+    # by verbs (a no-op `features` rerun) that never compute a window
+
     try:
         scipy.signal.get_window(window, win_length, fftbins=True)
     except (ValueError, TypeError) as exc:
@@ -55,7 +70,7 @@ def _check_window(window: object, win_length: int) -> None:
         ) from None
 
 
-def _check_stft(config: Any) -> None:
+def check_stft_config(config: Any) -> None:
     """Checks shared by every STFT-based config; resolves win_length=None to n_fft."""
     parse_positive_int(config.n_fft, "n_fft")
     if config.win_length is None:
@@ -79,10 +94,11 @@ def _check_stft(config: Any) -> None:
 
 
 @dataclass(frozen=True)
-class MagnitudeConfig(Config):
-    """|STFT|: (frames, n_fft // 2 + 1) = |librosa.stft(...)|.T"""
+class StftConfig(Config):
+    """The STFT settings every spectrogram kind has (librosa's names); each kind's config sets its own
+    defaults and `kind`, and adds its own fields."""
 
-    kind: str = "magnitude"
+    kind: str = ""
     n_fft: int = 512
     hop_length: int = 256
     win_length: int | None = None  # None -> n_fft
@@ -93,31 +109,28 @@ class MagnitudeConfig(Config):
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        _check_kind(self, "magnitude")
-        _check_stft(self)
+        check_kind(self, type(self).kind)  # the class's default: a config is of its own kind only
+        check_stft_config(self)
 
 
 @dataclass(frozen=True)
-class ComplexConfig(Config):
+class MagnitudeConfig(StftConfig):
+    """|STFT|: (frames, n_fft // 2 + 1) = |librosa.stft(...)|.T"""
+
+    kind: str = "magnitude"
+
+
+@dataclass(frozen=True)
+class ComplexConfig(StftConfig):
     """STFT real and imaginary planes: (frames, 2, n_fft // 2 + 1). Defaults: DCCRN."""
 
     kind: str = "complex"
-    n_fft: int = 512
     hop_length: int = 100
     win_length: int | None = 400
-    window: str = "hann"
-    center: bool = True
-    pad_mode: str = "constant"
-    sample_rate: int = 16000
-    dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        _check_kind(self, "complex")
-        _check_stft(self)
 
 
 @dataclass(frozen=True)
-class ReassignedConfig(Config):
+class ReassignedConfig(StftConfig):
     """librosa.reassigned_spectrogram's (frequency Hz, time s, magnitude) as planes: (frames, 3, bins)."""
 
     kind: str = "reassigned"
@@ -126,9 +139,6 @@ class ReassignedConfig(Config):
     win_length: int | None = 80
     window: str = "hamming"
     center: bool = False
-    pad_mode: str = "constant"
-    sample_rate: int = 16000
-    dtype: str = "float32"
     reassign_frequencies: bool = True
     reassign_times: bool = True
     ref_power: float = 1e-6
@@ -136,8 +146,7 @@ class ReassignedConfig(Config):
     clip: bool = False
 
     def __post_init__(self) -> None:
-        _check_kind(self, "reassigned")
-        _check_stft(self)
+        super().__post_init__()
         if self.dtype != "float32":
             # float16 has ~8 ms resolution at 10 s and cannot hold times past 65504 s: the time plane
             # would be destroyed, not just rounded.
@@ -162,7 +171,7 @@ class ReassignedConfig(Config):
 
 
 @dataclass(frozen=True)
-class DecomposedConfig(Config):
+class DecomposedConfig(StftConfig):
     """Shi et al. (Interspeech 2022): channel 0 = |Y|, channel i = 1[M > i/n]·|Y|: (frames, n, bins).
 
     `mask` is `oracle-irm` (computed from the clean and noise waves) or `model:<version>` (a first-stage
@@ -171,19 +180,10 @@ class DecomposedConfig(Config):
 
     kind: str = "decomposed"
     n: int = 30
-    n_fft: int = 512
-    hop_length: int = 256
-    win_length: int | None = None  # None -> n_fft
-    window: str = "hann"
-    center: bool = True
-    pad_mode: str = "constant"
-    sample_rate: int = 16000
-    dtype: str = "float32"
     mask: str = ORACLE_IRM
 
     def __post_init__(self) -> None:
-        _check_kind(self, "decomposed")
-        _check_stft(self)
+        super().__post_init__()
         check_decomposed_n(self.n)
         mask = self.mask
         model_ok = (
@@ -209,58 +209,25 @@ def check_decomposed_n(n: object) -> int:
 FeatureConfig = MagnitudeConfig | ComplexConfig | ReassignedConfig | DecomposedConfig
 
 
-@dataclass(frozen=True)
-class FeatureKind:
-    """A registered feature: its config class and its pure `compute(wave, config) -> array`."""
-
-    name: str
-    config_cls: type
-    compute: Callable[[Any, Any], np.ndarray]
-    description: str = ""
-    # the store's codec for this kind's arrays when none is named (a name of pipelines.featurize.CODECS)
-    default_codec: str = "lz4"
-
-
-FEATURES: Registry[FeatureKind] = Registry("feature kind")
-
-
-def register_feature(
-    name: str, config_cls: type, compute: Callable, description: str = "", default_codec: str = "lz4"
-) -> FeatureKind:
-    return FEATURES.register(name)(FeatureKind(name, config_cls, compute, description, default_codec))
-
-
-def get_feature(kind: str) -> FeatureKind:
-    """The registered kind; NotFoundError listing the valid names for an unknown one."""
-    return FEATURES.get(kind)
-
-
-def feature_config(kind: str, **overrides: Any) -> FeatureConfig:
+def feature_config(kind: str, **overrides: Any) -> Any:
     """A validated config of `kind` with the defaults replaced by `overrides` (librosa's names)."""
-    cls = get_feature(kind).config_cls
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(
-            f"Expected options of {kind!r} ({', '.join(sorted(names))}). Got unknown {unknown} instead."
-        )
-    return cls(**overrides)
+    return get_kind(kind).config(**overrides)
 
 
-def config_from_dict(data: dict[str, Any]) -> FeatureConfig:
+def config_from_dict(data: dict[str, Any]) -> Any:
     """A config from its `to_dict` (or `config_json`), dispatching on its `kind`."""
-    if not isinstance(data, dict) or "kind" not in data:
+    if not isinstance(data, dict):
         raise ConfigError(f"Expected a feature config with a 'kind'. Got {data!r} instead.")
-    return get_feature(data["kind"]).config_cls.from_dict(data)
+    return check_config(data)
 
 
-def compute_feature(wave: np.ndarray, config: FeatureConfig, out: np.ndarray | None = None) -> np.ndarray:
+def compute_feature(wave: np.ndarray, config: Any, out: np.ndarray | None = None) -> np.ndarray:
     """The feature `config` describes, computed from `wave` (for `decomposed`: the (noisy, clean, noise) waves),
     written into `out` (an array of the feature's shape and dtype) when given."""
-    spec = get_feature(getattr(config, "kind", None))
-    if not isinstance(config, spec.config_cls):
-        raise ConfigError(f"Expected a {spec.config_cls.__name__}. Got {type(config).__name__} instead.")
-    return spec.compute(wave, config) if out is None else spec.compute(wave, config, out=out)
+    kind = get_kind(getattr(config, "kind", None))
+    if not isinstance(config, kind.config_cls):
+        raise ConfigError(f"Expected a {kind.config_cls.__name__}. Got {type(config).__name__} instead.")
+    return kind.compute(wave, config, out)
 
 
 PRESETS: dict[str, FeatureConfig] = {

@@ -12,6 +12,12 @@ time-frequency cell instead of 4·n (24x smaller for n = 30). `quantise_mask` co
 
 Comparisons are made in float64 against t_i = i / n (numpy's correctly rounded division); a float32 or
 float16 mask is widened exactly before comparing.
+
+Relation to librosa: |Y|, |S| and |N| come from `features.stft.stft_magnitude`, bit-identical to
+|librosa.stft| in every configuration (padding, short signals and refusals as librosa's), so `decomposed`
+equals these definitions applied to librosa's magnitudes bit for bit (tests/features/test_grid.py, every
+geometry, pad mode, signal, n and dtype listed there); float16 channels are the float32 ones rounded once,
+and a |Y| beyond float16 raises FeatureRangeError.
 """
 
 from __future__ import annotations
@@ -21,8 +27,23 @@ from typing import Any
 
 import numpy as np
 
-from features.config import ORACLE_IRM, DecomposedConfig, check_decomposed_n, register_feature
-from features.stft import check_wave, feature_out, stft_magnitude
+from features.config import MODEL_MASK_PREFIX, ORACLE_IRM, DecomposedConfig, check_decomposed_n
+from features.kind import (
+    SIGNAL_OF_ROLE,
+    FeatureKind,
+    MaskFn,
+    ModelLayout,
+    StoredArray,
+    register_kind,
+    stft_settings,
+)
+from features.spectral import (
+    MAGNITUDE_OUTPUTS,
+    MAGNITUDE_RECONSTRUCTIONS,
+    magnitude_target,
+    reconstruct_magnitude,
+)
+from features.stft import as_stored, check_wave, feature_out, stft_magnitude
 from stores.errors import ConfigError
 
 
@@ -95,7 +116,7 @@ def expand_decomposed(magnitude: np.ndarray, levels: np.ndarray, n: int) -> np.n
 def expand_decomposed_torch(mag: Any, levels: Any, n: int) -> Any:
     """torch: the dense (..., frames, n, bins) channels on mag's device, from mag (..., frames, bins) and
     uint8 levels of the same shape (moved to mag's device). Equals `expand_decomposed`."""
-    import torch
+    import torch  # here: only training batches need it, and torch takes seconds to import
 
     n = check_decomposed_n(n)
     if levels.dtype != torch.uint8:
@@ -141,7 +162,9 @@ def _three_waves(wave_pair: Any) -> tuple[Any, Any, Any]:
     )
 
 
-def decomposed(wave_pair: Any, config: DecomposedConfig, out: np.ndarray | None = None) -> np.ndarray:
+def decomposed_spectrogram(
+    wave_pair: Any, config: DecomposedConfig, out: np.ndarray | None = None
+) -> np.ndarray:
     """(frames, n, bins) dense decomposed spectrogram of the noisy wave under the oracle IRM from the clean
     and noise waves, in config.dtype (copied into `out` when given). A `model:<version>` mask is applied
     with `decomposed_from_mask`."""
@@ -150,7 +173,7 @@ def decomposed(wave_pair: Any, config: DecomposedConfig, out: np.ndarray | None 
             f"Expected mask {ORACLE_IRM!r} to compute decomposed features from waves (a model's mask is "
             f"applied with decomposed_from_mask). Got {config.mask!r} instead."
         )
-    noisy, clean, noise = (check_wave(w, config.n_fft) for w in _three_waves(wave_pair))
+    noisy, clean, noise = (check_wave(w, config.n_fft, config.center) for w in _three_waves(wave_pair))
     if not noisy.shape == clean.shape == noise.shape:
         raise ConfigError(
             f"Expected noisy, clean and noise waves of the same length. Got {noisy.shape[0]}, "
@@ -158,15 +181,86 @@ def decomposed(wave_pair: Any, config: DecomposedConfig, out: np.ndarray | None 
         )
     mags = [stft_magnitude(w, config) for w in (noisy, clean, noise)]
     dense = decomposed_from_mask(mags[0], oracle_irm(mags[1], mags[2]), config.n)
-    if out is None:
-        return dense.astype(config.dtype, copy=False)
-    np.copyto(feature_out(out, dense.shape, config.dtype), dense, casting="same_kind")
-    return out
+    if out is not None:
+        out = feature_out(out, dense.shape, config.dtype)
+    return as_stored(dense, config.dtype, "decomposed", out)
 
 
-register_feature(
-    "decomposed",
-    DecomposedConfig,
-    decomposed,
-    "Shi et al. 2022 decomposed spectrogram (frames, n, bins) from (noisy, clean, noise) waves",
-)
+def _into(out: dict[str, np.ndarray], name: str, values: np.ndarray, dtype: Any) -> np.ndarray:
+    return as_stored(values, dtype, f"decomposed {name}", out.get(name))  # FeatureRangeError if beyond dtype
+
+
+class DecomposedKind(FeatureKind):
+    """Stores |Y| and the mask level L per bin for `input` (5 bytes per bin instead of 4·n), |S| for
+    `target`; expanded to the n dense channels on read and on the device. Masks: the oracle IRM from the
+    pair's clean and noise signals, or a first-stage mask model's estimate on |Y| (`model:<version>`),
+    handed in by the caller as a function."""
+
+    name = "decomposed"
+    config_cls = DecomposedConfig
+    description = "Shi et al. 2022 decomposed spectrogram (frames, n, bins) from (noisy, clean, noise) waves"
+    corpus_features = False
+    outputs = MAGNITUDE_OUTPUTS
+
+    def compute(self, wave: Any, config: Any, out: np.ndarray | None = None) -> np.ndarray:
+        return decomposed_spectrogram(wave, config, out)
+
+    def stored(self, config: Any, role: str) -> dict[str, StoredArray]:
+        bins, dtype = (config.n_fft // 2 + 1,), np.dtype(config.dtype)
+        if role != "input":
+            return {role: StoredArray(bins, dtype)}
+        return {"input": StoredArray(bins, dtype), "levels": StoredArray(bins, np.dtype(np.uint8))}
+
+    def signals_needed(self, config: Any, roles: tuple[str, ...], mask: MaskFn | None) -> tuple[str, ...]:
+        needed = super().signals_needed(config, roles, mask)
+        oracle = ("clean", "noise") if "input" in roles and mask is None else ()  # the oracle IRM's
+        return tuple(dict.fromkeys((*needed, *oracle)))
+
+    def compute_stored(self, signals, config, role, out=None, mask=None) -> dict[str, np.ndarray]:
+        out, dtype = out or {}, np.dtype(config.dtype)
+        if role != "input":
+            return {role: _into(out, role, stft_magnitude(signals[SIGNAL_OF_ROLE[role]], config), dtype)}
+        noisy = stft_magnitude(signals["input"], config)
+        if mask is None:
+            clean, noise = (stft_magnitude(signals[r], config) for r in ("clean", "noise"))
+            values = oracle_irm(clean, noise)
+        else:
+            values = mask(noisy)
+        levels = quantise_mask(values, config.n)
+        return {"input": _into(out, "input", noisy, dtype), "levels": _into(out, "levels", levels, np.uint8)}
+
+    def needed_model(self, config: Any) -> str | None:
+        return None if config.mask == ORACLE_IRM else config.mask[len(MODEL_MASK_PREFIX) :]
+
+    def mask_layout(self, config: Any) -> ModelLayout | None:
+        return ModelLayout(0, config.n_fft // 2 + 1, "magnitude", stft_settings(config))
+
+    def needs_reference(self, config: Any) -> str | None:
+        if config.mask == ORACLE_IRM:
+            return "its masks are the oracle IRM, computed from the clean signal"
+        return None
+
+    def expand(self, stored: dict[str, np.ndarray], config: Any, role: str) -> np.ndarray:
+        if role != "input":
+            return stored[role]
+        return expand_decomposed(stored["input"], stored["levels"], int(self.config(config).n))
+
+    def expand_torch(self, stored: dict[str, Any], config: Any, role: str) -> Any:
+        if role != "input":
+            return stored[role]
+        return expand_decomposed_torch(stored["input"], stored["levels"], int(self.config(config).n))
+
+    def model_layout(self, config: Any) -> ModelLayout:
+        return ModelLayout(config.n, config.n_fft // 2 + 1, "magnitude", stft_settings(config))
+
+    def training_target(self, batch: dict, output: str, config: Any) -> tuple[Any, Any]:
+        return magnitude_target(batch["input"][:, :, 0], batch["target"], output, self.name)  # channel 0: |Y|
+
+    def reconstructions(self, output: str) -> tuple[str, ...]:
+        return MAGNITUDE_RECONSTRUCTIONS
+
+    def reconstruct(self, out, output, noisy, config, reconstruction):
+        return reconstruct_magnitude(out, output, noisy, config, reconstruction)
+
+
+register_kind(DecomposedKind())

@@ -33,6 +33,12 @@ right; spectral and perceptual ones (LSD, PESQ, STOI) measure the reconstruction
 13.4 / 6.0 dB, PESQ 2.57 / 1.16 / 1.22, STOI 0.98 / 0.75 / 0.90, SNR after one phase rotation per 20 ms
 10.3 / 0.2 / 1.1 dB, SNR -2.5 / -0.2 / -2.8 dB; about 1 s per 10 s of speech.
 
+`istft` is librosa.istft with the config's window, hop and centring, rounded to float32: bit-identical to
+it over every geometry, pad mode and signal of tests/features/test_grid.py, where it also inverts the STFT
+(within 1e-4 of the signal's peak wherever the squared windows sum to more than 1e-3 of their maximum). A
+window and hop that break the nonzero overlap-add condition (NOLA; a hann window with hop = win_length)
+are refused with a ConfigError (`check_nola`), where librosa.istft returns samples it could not normalise.
+
 Written here rather than taken from a package: `ltfatpy` ships LTFAT's heapint only as C source without a
 Python binding, `pghipy` (2021) estimates the gradients from a Gaussian log-magnitude and cannot take given
 ones, and `tifresi` (2020) needs ltfatpy and numba and uses LTFAT's full-length DGT conventions.
@@ -206,11 +212,35 @@ def reassigned_phase(triple: Any, config: ReassignedConfig, tol: float = TOL) ->
     return pghi(np.asarray(triple, dtype=np.float64)[:, 2], time_gradient, frequency_gradient, tol)
 
 
+@lru_cache(maxsize=64)
+def _overlap_add_works(window: str, win_length: int, n_fft: int, hop_length: int) -> bool:
+    import scipy.signal  # about a second to import (docs/BENCHMARKS.md "Command start-up"): cached check
+
+    w = stft_window(SimpleNamespace(window=window, win_length=win_length, n_fft=n_fft))
+    return bool(scipy.signal.check_NOLA(w, n_fft, n_fft - hop_length))
+
+
+def check_nola(config: Any) -> None:
+    """ConfigError unless the config's window and hop meet the nonzero overlap-add condition (NOLA: the
+    squared windows, shifted by every hop, sum to more than 1e-10 at every sample), without which the
+    inverse STFT divides by (nearly) zero. librosa.istft does not check: it skips the division there and
+    returns those samples unnormalised."""
+    if not _overlap_add_works(config.window, config.win_length, config.n_fft, config.hop_length):
+        raise ConfigError(
+            f"Expected a window and hop whose overlapping squared windows never sum to zero (NOLA), so that "
+            f"the inverse STFT can undo them. Got window {config.window!r} of {config.win_length} samples "
+            f"with hop_length={config.hop_length} instead: some samples fall only on the window's zeros "
+            f"(take a smaller hop)."
+        )
+
+
 def istft(spec: np.ndarray, config: Any, length: int | None = None) -> np.ndarray:
     """float32 waveform = librosa.istft(spec.T, ...) with the config's window, hop and centring; `length`
-    samples (None: (frames - 1)·hop + n_fft, less 2·(n_fft//2) when centred)."""
-    import librosa
+    samples (None: (frames - 1)·hop + n_fft, less 2·(n_fft//2) when centred). ConfigError where the
+    window and hop break NOLA (`check_nola`)."""
+    import librosa  # imports numba and compiles its kernels (seconds): only where audio is rebuilt
 
+    check_nola(config)
     if length is not None and (
         isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 0
     ):
@@ -228,9 +258,11 @@ def istft(spec: np.ndarray, config: Any, length: int | None = None) -> np.ndarra
 
 def griffin_lim(magnitude: np.ndarray, config: Any, length: int, n_iter: int = 64) -> np.ndarray:
     """float32 waveform from a time-major magnitude alone: librosa.griffinlim with the config's window, hop
-    and centring (random initial phase, seed 0, so reruns are identical)."""
-    import librosa
+    and centring (random initial phase, seed 0, so reruns are identical). ConfigError where the window and
+    hop break NOLA (`check_nola`)."""
+    import librosa  # imports numba and compiles its kernels (seconds): only where audio is rebuilt
 
+    check_nola(config)
     return librosa.griffinlim(
         np.asarray(magnitude).T,
         n_iter=n_iter,

@@ -26,8 +26,15 @@ in blocks of BLOCK_VALUES, with the work split by what each STFT decides:
   float32 products after the FFT add relative errors of a few eps, as librosa's own complex64 division
   does.
 
-So the magnitude plane and the NaN/filled positions equal librosa's exactly; frequencies and times are
-within ~REL_TOL (3e-5) of the plane's scale by the bound above, and about 1e-6 measured on speech.
+The relation to librosa, checked over every geometry, pad mode, signal and option listed in
+tests/features/test_grid.py: shapes, refusals and padding as librosa's (features.stft); the magnitude
+plane and the NaN (and filled) positions bit-identical; infinities where float32(librosa) has them (a
+correction beyond float32 with ref_power 0); frequencies and times NOT bit-identical (on VoiceBank speech
+with the default config 26 % of the frequency and 22 % of the time cells differ from float32(librosa)),
+but within REL_TOL (3e-5) of their plane's scale, sr/2 for frequencies and the last frame time (at least
+half a window) for times, by the bound above: the grid's worst was 2.9e-6 and 3.9e-6 of those scales.
+Magnitudes beyond float32 (samples near float32's limit) raise FeatureRangeError where librosa returns
+inf. (The config's clip defaults to False, librosa's to True: compare with the same value.)
 """
 
 from __future__ import annotations
@@ -35,10 +42,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.fft
 
-from features.config import ReassignedConfig, register_feature
-from features.stft import check_wave, feature_out, frames, stft_window
+from features.config import ReassignedConfig
+from features.kind import FeatureKind, ModelLayout, register_kind, stft_settings
+from features.stft import (
+    check_fits,
+    checked_wave,
+    feature_bound,
+    feature_out,
+    frames,
+    overflow_limit,
+    stft_window,
+)
 from stores.scratch import work_buffers
 
 PLANES = ("frequency", "time", "magnitude")  # plane order of the (frames, 3, bins) output
@@ -154,6 +169,31 @@ def _block_buffers(step: int, n_fft: int, scaled: int) -> tuple[np.ndarray, ...]
     )
 
 
+def _inverse_power(mags: np.ndarray, threshold, fill_nan: bool, r: np.ndarray, flag: np.ndarray) -> None:
+    """r = 1/|S_h|², and below the threshold 0 (fill_nan: the correction vanishes) or NaN (so does the
+    plane)."""
+    np.multiply(mags, mags, out=r)
+    if threshold is None:
+        np.reciprocal(r, out=r)
+    elif fill_nan:
+        np.add(r, CLAMP, out=r)  # > 0 where S_h == 0; changes no |S_h|² above TINY²
+        np.greater_equal(mags, threshold, out=flag)
+        np.divide(flag, r, out=r)
+    else:
+        np.reciprocal(r, out=r)
+        np.less(mags, threshold, out=flag)
+        np.copyto(r, np.float32(np.nan), where=flag)
+
+
+def _clip_planes(planes: np.ndarray, config: ReassignedConfig, n_samples: int) -> None:
+    """librosa's clip: frequencies into [0, sr/2], times into [0, the signal's duration]."""
+    sr = config.sample_rate
+    if config.reassign_frequencies:
+        np.clip(planes[0], 0, sr / 2.0, out=planes[0])
+    if config.reassign_times:
+        np.clip(planes[1], 0, n_samples / float(sr), out=planes[1])
+
+
 def _fast_planes(
     framed: np.ndarray,
     window: np.ndarray,
@@ -166,8 +206,10 @@ def _fast_planes(
 ) -> np.ndarray:
     """`out` (frames, 3, bins) float32: exact S_h (magnitudes, threshold), float32 corrections from the
     `scaled` float32 windows [dh·sr/(2π)?, th/sr?], in blocks of BLOCK_VALUES."""
+    import scipy.fft  # with scipy.special, a third of a second that readers never need
+
     count, n_fft = framed.shape
-    sr, ref_p = config.sample_rate, config.ref_power
+    ref_p = config.ref_power
     freqs_on, times_on = config.reassign_frequencies, config.reassign_times
     threshold = ref_p**0.5 if ref_p > 0 else None
     bf32 = bin_freqs.astype(np.float32)
@@ -196,19 +238,8 @@ def _fast_planes(
             # conj(S_w) of the scaled windows in float32
             np.multiply(framed[None, start:stop], scaled[:, None, :], out=x32)
             conj = scipy.fft.ihfft(x32, axis=-1, norm="forward")  # conj(rfft(x32)), complex64 (k, size, bins)
-            # 1/|S_h|², and below the threshold 0 (fill_nan: the correction vanishes) or NaN (so does the plane)
             np.abs(sh, out=mags)
-            np.multiply(mags, mags, out=r)
-            if threshold is None:
-                np.reciprocal(r, out=r)
-            elif config.fill_nan:
-                np.add(r, CLAMP, out=r)  # > 0 where S_h == 0; changes no |S_h|² above TINY²
-                np.greater_equal(mags, threshold, out=flag)
-                np.divide(flag, r, out=r)
-            else:
-                np.reciprocal(r, out=r)
-                np.less(mags, threshold, out=flag)
-                np.copyto(r, np.float32(np.nan), where=flag)
+            _inverse_power(mags, threshold, config.fill_nan, r, flag)
             # v = S_h/|S_h|², then conj(S_w)·v: its imaginary part is -Im(S_dh/S_h)·sr/(2π) for the scaled dh,
             # its real part Re(S_th/S_h)/sr for the scaled th
             np.multiply(sh, r, out=sh)
@@ -220,10 +251,7 @@ def _fast_planes(
             else:
                 planes[1] = ft32[start:stop, None]
             if config.clip:
-                if freqs_on:
-                    np.clip(planes[0], 0, sr / 2.0, out=planes[0])
-                if times_on:
-                    np.clip(planes[1], 0, n_samples / float(sr), out=planes[1])
+                _clip_planes(planes, config, n_samples)
             np.copyto(out[start:stop], planes.transpose(1, 0, 2))
     return out
 
@@ -259,14 +287,14 @@ def _rows_to_redo(
     return np.union1d(checked[suspect.any(axis=1)], np.flatnonzero(loud))
 
 
-def reassigned(wave: Any, config: ReassignedConfig, out: np.ndarray | None = None) -> np.ndarray:
+def reassigned_spectrogram(wave: Any, config: ReassignedConfig, out: np.ndarray | None = None) -> np.ndarray:
     """(frames, 3, n_fft // 2 + 1) float32: planes [reassigned frequency (Hz), reassigned time (s), magnitude],
     equal to the transposed `librosa.reassigned_spectrogram(y=wave, sr=sample_rate, n_fft=..., hop_length=...,
     win_length=..., window=..., center=..., reassign_frequencies=..., reassign_times=..., ref_power=...,
     fill_nan=..., clip=..., pad_mode=...)`: the magnitudes and the NaN (or filled) positions exactly, the
     frequencies and times within REL_TOL of the plane's scale (module docstring). Written into `out` when
     given."""
-    y = check_wave(wave, config.n_fft)
+    y, peak = checked_wave(wave, config.n_fft, config.center)
     sr, n_fft = config.sample_rate, config.n_fft
     framed = frames(y, config)  # float32 (frames, n_fft) view of the (padded) signal
     out = feature_out(out, (framed.shape[0], 3, n_fft // 2 + 1), np.float32)
@@ -294,15 +322,31 @@ def reassigned(wave: Any, config: ReassignedConfig, out: np.ndarray | None = Non
         _fast_planes(framed, window, scaled32, bin_freqs, frame_times, config, y.shape[-1], out)
     redo = _rows_to_redo(out, framed, window, scaled32, tolerance, config)
     if redo.size:
-        out[redo] = _exact_planes(
-            framed[redo], np.stack(rows), bin_freqs, frame_times[redo], config, y.shape[-1]
-        )
+        # float32(librosa) is inf where librosa's value is beyond float32: magnitudes are refused below,
+        # frequencies and times (a 1/|S_h| correction with ref_power 0) are kept as librosa rounds them
+        with np.errstate(over="ignore"):
+            out[redo] = _exact_planes(
+                framed[redo], np.stack(rows), bin_freqs, frame_times[redo], config, y.shape[-1]
+            )
+    # magnitudes beyond float32 (inf in librosa's complex64 too) only from samples near float32's limit
+    limit = overflow_limit(np.float32, feature_bound(peak, config))
+    check_fits(out[:, 2], limit, np.float32, "reassigned magnitude")
     return out
 
 
-register_feature(
-    "reassigned",
-    ReassignedConfig,
-    reassigned,
-    "reassigned frequency (Hz), reassigned time (s) and magnitude planes (frames, 3, bins)",
-)
+class ReassignedKind(FeatureKind):
+    """Three planes per bin. A model learns a waveform from them (the inverter); no model output on them can
+    be turned back into audio by the kind itself (they hold no phase to give it)."""
+
+    name = "reassigned"
+    config_cls = ReassignedConfig
+    description = "reassigned frequency (Hz), reassigned time (s) and magnitude planes (frames, 3, bins)"
+
+    def compute(self, wave: Any, config: Any, out: np.ndarray | None = None) -> np.ndarray:
+        return reassigned_spectrogram(wave, config, out)
+
+    def model_layout(self, config: Any) -> ModelLayout:
+        return ModelLayout(3, config.n_fft // 2 + 1, "reassigned", stft_settings(config))
+
+
+register_kind(ReassignedKind())

@@ -24,10 +24,12 @@ fall back to dask's own config (`jobqueue.slurm.*` in ~/.config/dask/jobqueue.ya
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -86,7 +88,7 @@ def load_cluster_config(path: str | os.PathLike | None, kind: str) -> dict[str, 
         if file.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            import yaml  # only for YAML configs (PyYAML comes with dask)
 
             data = yaml.safe_load(text)
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
@@ -194,7 +196,7 @@ def cluster_settings(kind: str, config_path: str | os.PathLike | None, workers: 
     else:
         config.setdefault("n_workers", 0 if adapt else 1)
     if kind in ("slurm", "pbs"):
-        import dask.config
+        import dask.config  # dask (seconds to import) only where a jobqueue cluster is configured
 
         for key in ("cores", "memory"):
             if config.get(key) is None and dask.config.get(f"jobqueue.{kind}.{key}", None) is None:
@@ -209,40 +211,62 @@ def cluster_settings(kind: str, config_path: str | os.PathLike | None, workers: 
 def cluster_runner(kind: str, config_path: str | None, workers: int | None):
     """A prefect-dask `DaskTaskRunner` on a new SLURM, PBS or Kubernetes Dask cluster built from the config
     file. Nothing starts here: the flow starts the cluster when it begins and closes it when it ends."""
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner  # Prefect only where a flow runs
 
     cls, kwargs, adapt = cluster_settings(kind, config_path, workers)
     return DaskTaskRunner(cluster_class=cls, cluster_kwargs=kwargs, adapt_kwargs=adapt or None)
 
 
-# ---------------------------------------------------------------------------------------------- command line
+# ---------------------------------------------------------------------------------------------- runners
 
 
-def add_cluster_arguments(parser) -> None:
-    """`--cluster KIND` and `--cluster-config FILE` (beside the flows' --workers / --dask-address)."""
-    parser.add_argument(
-        "--cluster",
-        default=None,
-        choices=cluster_kinds(),
-        help="start the Dask workers as SLURM/PBS jobs or in Kubernetes (see docs/CLUSTER.md)",
-    )
-    parser.add_argument(
-        "--cluster-config",
-        default=None,
-        metavar="FILE",
-        help="YAML/JSON settings of --cluster (queue, cores, ...)",
-    )
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Where a flow's tasks run: a local cluster of `workers` (threads of this process, or processes), an
+    existing scheduler (`dask_address`), or a SLURM/PBS/Kubernetes cluster (`cluster`, `cluster_config`)."""
 
+    workers: int | None = None
+    dask_address: str | None = None
+    threads: bool = True
+    cluster: str | None = None
+    cluster_config: str | None = None
 
-def task_runner(args):
-    """The task runner the flags ask for: --cluster, else --dask-address, else a local cluster."""
-    from pipelines.runner import dask_runner
-
-    kind = getattr(args, "cluster", None)
-    if kind is None:
-        if getattr(args, "cluster_config", None):
+    def __post_init__(self) -> None:
+        if self.cluster is None and self.cluster_config:
             raise ConfigError("Expected --cluster with --cluster-config. Got --cluster-config alone instead.")
-        return dask_runner(args.workers, args.dask_address, getattr(args, "threads", True))
-    if getattr(args, "dask_address", None):
-        raise ConfigError("Expected one of --cluster and --dask-address. Got both instead.")
-    return cluster_runner(kind, args.cluster_config, args.workers)  # --threads/--processes: local only
+        if self.cluster is not None and self.dask_address:
+            raise ConfigError("Expected one of --cluster and --dask-address. Got both instead.")
+        if self.cluster is not None:
+            _check_kind(self.cluster)
+        if self.workers is not None:
+            parse_positive_int(self.workers, "--workers")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def dask_runner(workers: int | None, dask_address: str | None, threads: bool = True):
+    """A Prefect task runner on Dask: an existing scheduler, or a local cluster: with `threads` (the default)
+    one in-process worker of `workers` threads, else `workers` processes of one thread. Threads skip the
+    worker processes' start and imports (seconds each) and the heavy parts (FFT, codecs, decoding) release
+    the GIL, so threads are faster than processes here (docs/BENCHMARKS.md)."""
+    from prefect_dask import DaskTaskRunner  # Prefect only where a flow runs
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    n = parse_positive_int(workers or os.cpu_count() or 1, "--workers")
+    if threads:
+        kwargs = {"n_workers": 1, "threads_per_worker": n, "processes": False}
+    else:
+        kwargs = {"n_workers": n, "threads_per_worker": 1, "processes": True}
+    return DaskTaskRunner(
+        cluster_kwargs={**kwargs, "dashboard_address": ":0"}
+    )  # any free port, never a clash
+
+
+def task_runner(config: RunnerConfig):
+    """The task runner `config` asks for: --cluster, else --dask-address, else a local cluster. Nothing
+    starts here: the flow starts the cluster when it begins and closes it when it ends."""
+    if config.cluster is None:
+        return dask_runner(config.workers, config.dask_address, config.threads)
+    return cluster_runner(config.cluster, config.cluster_config, config.workers)  # threads: local only

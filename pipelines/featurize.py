@@ -1,9 +1,12 @@
-"""Feature sets: the features of every pair's input and target, computed per pair shard, stored chunked
-along time, with per-frequency training statistics; then committed by one `features` row.
+"""Feature sets: the features of every pair of a pair set (roles `input` and `target`) or of every clean
+utterance of a corpus (role `clean`), computed per shard, stored chunked along time, with per-frequency
+training statistics; then committed by one `features` row.
 
-`feature_id` = kind + a hash of (feature config, codec, pair set name, fingerprint of the pair set's rows):
-a changed config or changed pairs make a new set beside the old; the same ones find the set and compute
-nothing. One feature shard per pair shard, so each task reads its pairs' arrays once, whole.
+`feature_id` = kind + a hash of (feature config, codec, signal set, fingerprint of its committed rows): a
+changed config or changed pairs make a new set beside the old; the same ones find the set and compute
+nothing. One feature shard per pair (or ingest) shard, so each task reads its arrays once. What a kind
+stores and computes per role is the kind's (`features.kind`); a kind whose stored arrays need a trained model
+(decomposed sets with a first-stage mask) is handed that model as a function by the caller.
 """
 
 from __future__ import annotations
@@ -16,20 +19,23 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import pyarrow.dataset as ds
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from features import compute_feature, oracle_irm, quantise_mask
-from features.config import MODEL_MASK_PREFIX, ORACLE_IRM, FeatureConfig, get_feature
-from features.stft import n_frames, stft_magnitude
-from pipelines.ingest import Shard, committed_rows
-from stores.audio_index import PairReader
+from features.kind import FeatureKind, MaskFn, get_kind
+from features.stft import n_frames
+from pipelines.statistics import reduce_sums, stat_sums
+from stores.audio_index import PairReader, UtteranceReader
+from stores.commits import Shard, rows_by_shard
 from stores.config import parse_choice
 from stores.errors import ConfigError, NotFoundError
+from stores.objects import object_id
+from stores.paths import feature_group, feature_stats, feature_sums, member
 from stores.scratch import Scratch, work_buffers
-from stores.store import ArrayWriter, Store, attrs_json, now_utc
+from stores.store import Store, attrs_json, now_utc
 
 CODECS = {
     "lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
@@ -38,12 +44,12 @@ CODECS = {
     "none": lambda: None,
 }
 CHUNK_BYTES = 1 << 20  # chunks of about a megabyte or more along time
+BATCH_SAMPLES = 1 << 20  # audio samples per batch of a feature shard's rows (about a minute at 16 kHz)
+ROW_COLUMNS = ["utterance_id", "split", "num_samples", "array", "offset", "corpus"]
 
 
-@functools.cache  # importlib.metadata reads the installed distributions on every call (~0.4 ms; twice a shard)
+@functools.cache  # importlib.metadata reads the installed distributions on every call; twice a shard
 def code_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("specstore")
     except PackageNotFoundError:
@@ -54,20 +60,58 @@ def parse_codec(name: str) -> str:
     return parse_choice(name, CODECS, "--codec")
 
 
-def resolve_codec(codec: str | None, config: FeatureConfig) -> str:
-    """The named codec (checked), or the feature kind's default when None (LZ4; raw for complex)."""
-    return parse_codec(get_feature(config.kind).default_codec if codec is None else codec)
+def resolve_codec(codec: str | None, config) -> str:
+    """The named codec (checked), or the feature kind's default when None."""
+    return parse_codec(get_kind(config.kind).default_codec if codec is None else codec)
 
 
-def pairs_fingerprint(rows: Iterable[dict]) -> str:
-    """What the feature set was computed from: every committed pair (id, split, length, the shard that made
+@dataclass(frozen=True)
+class SignalSet:
+    """What a feature set is computed over: a pair set's pairs, or (`corpus`) a corpus's utterances."""
+
+    name: str
+    corpus: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"corpus {self.name}" if self.corpus else f"pair set {self.name}"
+
+    @property
+    def hash_input(self) -> str:
+        # a pair set's own name, as before corpus sets existed, so that existing sets are found again
+        return f"corpus:{self.name}" if self.corpus else self.name
+
+    @property
+    def object_id(self) -> str:
+        """The catalogue's id of what the set is computed over (`pairs:<name>`, `corpus:<name>`)."""
+        return object_id("corpus" if self.corpus else "pairs", self.name)
+
+    def rows(self, store: Store) -> list[dict]:
+        """The committed rows the set is computed from."""
+        if self.corpus:
+            return store.committed_rows("utterances", ROW_COLUMNS, corpus=self.name)
+        return store.committed_rows("pairs", [*ROW_COLUMNS, "roles"], pairset=self.name)
+
+    def reader(self, store: Store, scratch: Scratch | None = None):
+        return UtteranceReader(store, scratch) if self.corpus else PairReader(store, scratch)
+
+
+def feature_set_uses(source: SignalSet, config) -> tuple[str, ...]:
+    """What a feature set is computed from: its signal set and the model its kind may need (what its
+    writer's run lock records, so that `specstore rm` leaves them alone meanwhile)."""
+    model = get_kind(config.kind).needed_model(config)
+    return (source.object_id, *((object_id("model", model),) if model else ()))
+
+
+def rows_fingerprint(rows: Iterable[dict]) -> str:
+    """What the feature set was computed from: every committed row (id, split, length, the shard that made
     it); the split is in because the training statistics depend on it."""
     lines = sorted(f"{r['utterance_id']}:{r['split']}:{r['num_samples']}:{r['shard']}" for r in rows)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def feature_id_for(config: FeatureConfig, codec: str, pairset: str, fingerprint: str) -> str:
-    return f"{config.kind}-{config.config_hash(codec, pairset, fingerprint, length=12)}"
+def feature_id_for(config, codec: str, source: SignalSet, fingerprint: str) -> str:
+    return f"{config.kind}-{config.config_hash(codec, source.hash_input, fingerprint, length=12)}"
 
 
 @dataclass(frozen=True)
@@ -75,16 +119,25 @@ class FeatureSpec:
     """Everything a shard task needs to know about its feature set."""
 
     feature_id: str
-    config: FeatureConfig
+    config: object
     codec: str
-    pairset: str
+    source: SignalSet
     fingerprint: str
+
+    @property
+    def kind(self) -> FeatureKind:
+        return get_kind(self.config.kind)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.kind.roles(self.source.corpus)
 
     def lineage(self) -> dict:
         return {
             "kind": "features",
             "feature_id": self.feature_id,
-            "pairset": self.pairset,
+            "pairset": None if self.source.corpus else self.source.name,
+            "corpus": self.source.name if self.source.corpus else None,
             "config": self.config.to_dict(),
             "codec": self.codec,
             "pairs_fingerprint": self.fingerprint,
@@ -97,7 +150,7 @@ class FeaturePlan:
     spec: FeatureSpec
     shards: list[Shard]
     complete: bool  # the set is committed already: nothing to compute
-    pairs: int = 0
+    pairs: int = 0  # rows (pairs or utterances) the set covers
 
 
 @dataclass
@@ -110,216 +163,91 @@ class FeatureShardResult:
     seconds: float = 0.0
 
 
-def committed_pairs(store: Store, pairset: str) -> list[dict]:
-    """The committed pair rows of a pair set, with what reading their signals needs."""
-    columns = ["utterance_id", "split", "num_samples", "array", "offset", "roles", "corpus"]
-    return committed_rows(store, "pairs", "pairs", "pairset", pairset, columns)
-
-
-def by_pair_shard(rows: list[dict]) -> dict[str, list[dict]]:
-    """Pair rows grouped by the shard that made them, each group in storage order."""
-    groups: dict[str, list[dict]] = {}
-    for row in sorted(rows, key=lambda r: (r["shard"], r["offset"])):
-        groups.setdefault(row["shard"], []).append(row)
-    return groups
-
-
-def plan_features(store: Store, pairset: str, config: FeatureConfig, codec: str | None = None) -> FeaturePlan:
-    """The feature set of `config` over `pairset` stored with `codec` (None: the kind's default): its spec
+def plan_features(store: Store, source: SignalSet, config, codec: str | None = None) -> FeaturePlan:
+    """The feature set of `config` over `source` stored with `codec` (None: the kind's default): its spec
     and the shards still to compute (none when the set is committed)."""
     codec = resolve_codec(codec, config)
     if config.sample_rate != store.sample_rate:
         raise ConfigError(
             f"Expected sample_rate {store.sample_rate} (the store's). Got {config.sample_rate} instead."
         )
-    if config.kind == "decomposed" and config.mask != ORACLE_IRM:
-        check_mask_model(store, config)
-    rows = committed_pairs(store, pairset)
+    get_kind(config.kind).roles(source.corpus)  # a kind that needs pairs refuses a corpus
+    rows = source.rows(store)
     if not rows:
-        raise NotFoundError(f"Expected a pair set with committed pairs. Got {pairset!r} instead (none).")
-    fingerprint = pairs_fingerprint(rows)
-    spec = FeatureSpec(
-        feature_id_for(config, codec, pairset, fingerprint), config, codec, pairset, fingerprint
-    )
+        raise NotFoundError(f"Expected a {source.label} with committed rows. Got none.")
+    fingerprint = rows_fingerprint(rows)
+    spec = FeatureSpec(feature_id_for(config, codec, source, fingerprint), config, codec, source, fingerprint)
     if store.read_table("features", filter=ds.field("feature_id") == spec.feature_id).num_rows:
         return FeaturePlan(spec, [], True, len(rows))
     done = store.committed_shards("feature_frames")
-    by_shard = by_pair_shard(rows)
     shards = [
         Shard(shard_name(spec, s), items)
-        for s, items in sorted(by_shard.items())
+        for s, items in rows_by_shard(rows).items()
         if shard_name(spec, s) not in done
     ]
     return FeaturePlan(spec, shards, False, len(rows))
 
 
-def shard_name(spec: FeatureSpec, pair_shard: str) -> str:
-    return f"{spec.feature_id}-{pair_shard}"
+def shard_name(spec: FeatureSpec, source_shard: str) -> str:
+    return f"{spec.feature_id}-{source_shard}"
 
 
-def check_mask_model(store: Store, config: FeatureConfig) -> None:
-    """A `model:<version>` mask source must be a trained mask model on the same STFT as these features."""
-    from training.inference import load_version, stft_config
-
-    model, _, row = load_version(store, config.mask[len(MODEL_MASK_PREFIX) :])
-    if model.output != "mask" or model.input_kind != "magnitude":
-        raise ConfigError(
-            f"Expected a mask model on magnitude features for {config.mask!r}. Got "
-            f"{row['architecture']} ({model.input_kind} -> {model.output}) instead."
-        )
-    theirs, ours = (
-        stft_config(store, row),
-        {
-            k: getattr(config, k)
-            for k in ("n_fft", "hop_length", "win_length", "window", "center", "sample_rate")
-        },
-    )
-    if theirs != ours:
-        raise ConfigError(f"Expected the mask model's STFT {theirs}. Got {ours} instead.")
-
-
-class MaskSource:
-    """Where a decomposed feature set's mask comes from: the oracle IRM, or a first-stage model (loaded once
-    per shard task)."""
-
-    def __init__(self, store: Store, config: FeatureConfig) -> None:
-        self.model, self.decomposed = None, config.kind == "decomposed"
-        if config.kind == "decomposed" and config.mask != ORACLE_IRM:
-            from training.inference import load_version
-
-            self.model, self.normalizer, _ = load_version(store, config.mask[len(MODEL_MASK_PREFIX) :])
-
-    @property
-    def oracle_needs_noise(self) -> bool:
-        return self.decomposed and self.model is None
-
-    def __call__(self, noisy: np.ndarray, clean: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
-        if self.model is None:
-            return oracle_irm(clean, noise)
-        from training.inference import predict_mask
-
-        return predict_mask(self.model, self.normalizer, noisy)
-
-
-def stored_shapes(config: FeatureConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """The arrays a feature shard stores, each as (shape after the frame axis, dtype)."""
-    if config.kind == "decomposed":
-        bins = (config.n_fft // 2 + 1,)
-        dtype = np.dtype(config.dtype)
-        return {"input": (bins, dtype), "levels": (bins, np.dtype(np.uint8)), "target": (bins, dtype)}
-    probe = compute_feature(np.zeros(config.n_fft, dtype=np.float32), config)  # one frame
-    return {role: (probe.shape[1:], probe.dtype) for role in ("input", "target")}
-
-
-def _into(out: dict[str, np.ndarray], name: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if name not in out:
-        return values.astype(dtype, copy=False)
-    np.copyto(out[name], values, casting="same_kind")
-    return out[name]
-
-
-def pair_features(
-    signals: dict[str, np.ndarray], config: FeatureConfig, mask=None, out: dict[str, np.ndarray] | None = None
-) -> dict[str, np.ndarray]:
-    """The stored arrays of one pair: {input, target} (+ `levels` for decomposed), time-major; written into
-    `out`'s arrays (of `stored_shapes`, this pair's frames) when given."""
-    out = out or {}
-    if config.kind != "decomposed":
-        return {
-            "input": compute_feature(signals["input"], config, out.get("input")),
-            "target": compute_feature(signals["clean"], config, out.get("target")),
-        }
-    # decomposed: store |Y| and the quantised mask level; the n channels are expanded on read
-    noisy, clean = (stft_magnitude(signals[r], config) for r in ("input", "clean"))
-    oracle = mask is None or mask.model is None
-    noise = stft_magnitude(signals["noise"], config) if oracle else None  # only the oracle IRM needs it
-    values = oracle_irm(clean, noise) if oracle else mask(noisy, clean, noise)
-    dtype = np.dtype(config.dtype)
-    return {
-        "input": _into(out, "input", noisy, dtype),
-        "levels": _into(out, "levels", quantise_mask(values, config.n), np.dtype(np.uint8)),
-        "target": _into(out, "target", clean, dtype),
-    }
-
-
-STAT_BLOCK_BYTES = 1 << 20  # float64 rows per block of the training sums: cache-sized
-
-
-def _stat_sums(x: np.ndarray) -> np.ndarray:
-    """[count, sum, sum of squares] per (channel, bin) over frames, accumulated in float64; NaN-aware
-    (reassigned features may hold NaN): a column whose float64 sums are not finite (they cannot overflow)
-    held NaN or inf, and only those columns are summed again without them.
-
-    The frames are cast to float64 a cache-sized block at a time and summed there: 1.4-1.5x faster than
-    numpy's float64-accumulating reductions over the float32 array (which cast in small buffers), the same
-    float64 arithmetic. (Float32 sums about each column's first value were tried: 1.0-1.2x, not worth the
-    error analysis.)"""
-    flat = x.reshape(x.shape[0], math.prod(x.shape[1:]))
-    count = np.full(flat.shape[1], float(flat.shape[0]))
-    total, squares = np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
-    rows = max(1, STAT_BLOCK_BYTES // (8 * max(1, flat.shape[1])))
-    work = np.empty((min(rows, flat.shape[0]), flat.shape[1]))
-    for start in range(0, flat.shape[0], rows):
-        block = work[: min(rows, flat.shape[0] - start)]
-        np.copyto(block, flat[start : start + rows])
-        total += block.sum(axis=0)
-        squares += np.einsum("ti,ti->i", block, block)
-    bad = ~(np.isfinite(total) & np.isfinite(squares))
-    if bad.any():
-        values = flat[:, bad]
-        finite = np.isfinite(values)
-        values = np.where(finite, values, 0)
-        count[bad] = finite.sum(axis=0, dtype=np.float64)
-        total[bad] = values.sum(axis=0, dtype=np.float64)
-        squares[bad] = np.einsum("ti,ti->i", values, values, dtype=np.float64)
-    return np.stack([count, total, squares]).reshape((3, *x.shape[1:]))
-
-
-def _frames_row(spec: FeatureSpec, shard: Shard, pair: dict, frame: int, n: int, now) -> dict:
+def _frames_row(spec: FeatureSpec, shard: Shard, row: dict, frame: int, n: int, now) -> dict:
     return {
         "feature_id": spec.feature_id,
-        "pairset": spec.pairset,
-        "utterance_id": pair["utterance_id"],
-        "split": pair["split"],
-        "array": f"features/{spec.feature_id}/{shard.shard_id}",
+        "pairset": None if spec.source.corpus else spec.source.name,
+        "utterance_id": row["utterance_id"],
+        "split": row["split"],
+        "array": feature_group(spec.feature_id, shard.shard_id),
         "frame_offset": frame,
         "num_frames": n,
-        "num_samples": pair["num_samples"],
+        "num_samples": row["num_samples"],
         "shard": shard.shard_id,
         "created_at": now,
     }
 
 
-def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShardResult:
-    """Compute, write and commit one shard of a feature set, a batch of its pairs at a time (about
+def stored_shapes(spec: FeatureSpec) -> dict:
+    """{array name: StoredArray} of every role of the set."""
+    kind = spec.kind
+    return {name: array for role in spec.roles for name, array in kind.stored(spec.config, role).items()}
+
+
+def feature_shard(
+    store: Store, spec: FeatureSpec, shard: Shard, mask: MaskFn | None = None
+) -> FeatureShardResult:
+    """Compute, write and commit one shard of a feature set, a batch of its rows at a time (about
     BATCH_SAMPLES of audio each): a worker thread holds one batch's audio and features and a chunk per
-    array, whatever the shard's size (pair shards grow with the corpus, up to 128 pairs), in memory kept
-    from its previous batch (`stores.scratch`: fresh memory costs page faults, measured 9 % of a magnitude
-    or complex shard's CPU for the features alone). The shard's partial sums of the training statistics
-    are stored with it (not returned), so a rerun after a kill still sees every shard's."""
+    array, whatever the shard's size, in memory kept from its previous batch (`stores.scratch`: fresh memory
+    costs page faults). The shard's partial sums of the training statistics are stored with it (not
+    returned), so a rerun after a kill still sees every shard's. `mask`: the first-stage model a kind
+    needs (`FeatureKind.needed_model`)."""
     result, now = FeatureShardResult(shard.shard_id), now_utc()
-    mask = MaskSource(store, spec.config)
-    # decomposed oracle masks need the noise too; everything else only the input and the clean target
-    roles = ("input", "clean", "noise") if mask.oracle_needs_noise else ("input", "clean")
-    shapes, rows, sums = stored_shapes(spec.config), [], {}
+    kind, config = spec.kind, spec.config
+    if kind.needed_model(config) and mask is None:
+        raise ConfigError(
+            f"Expected the mask model {kind.needed_model(config)!r} for {spec.feature_id}. Got none."
+        )
+    signals_needed = kind.signals_needed(config, spec.roles, mask)
+    shapes, rows, sums = stored_shapes(spec), [], {}
     with work_buffers(("feature-shard",), Scratch) as scratch, contextlib.ExitStack() as stack:
         writers = {
             n: stack.enter_context(w) for n, w in shard_writers(store, spec, shard.shard_id, shapes).items()
         }
-        reader = PairReader(store, scratch)
-        for batch in pair_batches(shard.items):
-            counts = [n_frames(pair["num_samples"], spec.config) for pair in batch]
-            arrays = {
-                name: scratch.array(name, (sum(counts), *tail), dtype)
-                for name, (tail, dtype) in shapes.items()
-            }
-            train_runs = batch_features(reader.signals(batch, roles), counts, spec.config, mask, arrays)
-            frame = writers["input"].rows
-            for pair, start, n in zip(batch, itertools.accumulate([0, *counts]), counts, strict=False):
-                rows.append(_frames_row(spec, shard, pair, frame + start, n, now))
-                result.seconds += pair["num_samples"] / store.sample_rate
-            for role, part in _train_sums(arrays, train_runs).items():
-                sums[role] = sums[role] + part if role in sums else part
+        reader = spec.source.reader(store, scratch)
+        for batch in row_batches(shard.items):
+            counts = [n_frames(row["num_samples"], config) for row in batch]
+            arrays = {n: scratch.array(n, (sum(counts), *a.tail), a.dtype) for n, a in shapes.items()}
+            signals = reader.signals(batch, signals_needed)
+            train_runs = batch_features(signals, counts, spec, mask, arrays)
+            first = writers[spec.roles[0]].rows
+            for row, start, n in zip(batch, itertools.accumulate([0, *counts]), counts, strict=False):
+                rows.append(_frames_row(spec, shard, row, first + start, n, now))
+                result.seconds += row["num_samples"] / store.sample_rate
+            for role in spec.roles:
+                part = sum_runs(arrays[role], train_runs)
+                if part is not None:
+                    sums[role] = sums[role] + part if role in sums else part
             for name, writer in writers.items():
                 writer.append(arrays[name])
     write_shard_sums(store, spec, shard.shard_id, sums)
@@ -328,15 +256,12 @@ def feature_shard(store: Store, spec: FeatureSpec, shard: Shard) -> FeatureShard
     return result
 
 
-BATCH_SAMPLES = 1 << 20  # audio samples per batch of a feature shard's pairs (~65 s at 16 kHz)
-
-
-def pair_batches(pairs: list[dict]) -> Iterator[list[dict]]:
-    """Consecutive pairs, about BATCH_SAMPLES of audio a batch (a longer pair is a batch of its own)."""
+def row_batches(rows: list[dict]) -> Iterator[list[dict]]:
+    """Consecutive rows, about BATCH_SAMPLES of audio a batch (a longer one is a batch of its own)."""
     batch, samples = [], 0
-    for pair in pairs:
-        batch.append(pair)
-        samples += pair["num_samples"]
+    for row in rows:
+        batch.append(row)
+        samples += row["num_samples"]
         if samples >= BATCH_SAMPLES:
             yield batch
             batch, samples = [], 0
@@ -344,14 +269,18 @@ def pair_batches(pairs: list[dict]) -> Iterator[list[dict]]:
         yield batch
 
 
-def batch_features(signals, counts: list[int], config: FeatureConfig, mask, arrays: dict[str, np.ndarray]):
-    """Each pair's features into `arrays` (the batch's frames, in order) -> the [start, end) frames of the
-    batch's runs of consecutive training pairs."""
-    train_runs: list[list[int]] = []
-    frame = 0
-    for (pair, pair_signals), n in zip(signals, counts, strict=True):
-        pair_features(pair_signals, config, mask, {name: v[frame : frame + n] for name, v in arrays.items()})
-        if pair["split"] == "train":
+def batch_features(signals, counts: list[int], spec: FeatureSpec, mask, arrays: dict[str, np.ndarray]):
+    """Each row's stored arrays into `arrays` (the batch's frames, in order) -> the [start, end) frames of
+    the batch's runs of consecutive training rows."""
+    kind, train_runs, frame = spec.kind, [], 0
+    for (row, row_signals), n in zip(signals, counts, strict=True):
+        out = {name: values[frame : frame + n] for name, values in arrays.items()}
+        for role in spec.roles:
+            try:
+                kind.compute_stored(row_signals, spec.config, role, out, mask)
+            except ConfigError as exc:  # name the utterance: the kind cannot know it
+                raise type(exc)(f"{row['utterance_id']} ({role}): {exc}") from exc
+        if row["split"] == "train":
             if train_runs and train_runs[-1][1] == frame:
                 train_runs[-1][1] = frame + n
             else:
@@ -360,94 +289,76 @@ def batch_features(signals, counts: list[int], config: FeatureConfig, mask, arra
     return train_runs
 
 
-def _train_sums(arrays: dict[str, np.ndarray], train_runs: list[list[int]]) -> dict[str, np.ndarray]:
-    """The partial sums of the input and target features over the training frames, summed per run of
-    consecutive training pairs, not per pair: a handful of numpy calls per batch, not hundreds."""
-    sums: dict[str, np.ndarray] = {}
-    for role, (start, end) in itertools.product(("input", "target"), train_runs):
-        part = _stat_sums(arrays[role][start:end])
-        sums[role] = sums[role] + part if role in sums else part
-    return sums
+def sum_runs(values: np.ndarray, train_runs: list[list[int]]) -> np.ndarray | None:
+    """The partial sums of the training statistics over the training frames, summed per run of
+    consecutive training rows (a handful of numpy calls per batch, not hundreds); None without any."""
+    parts = [stat_sums(values[start:end]) for start, end in train_runs]
+    return functools.reduce(np.add, parts) if parts else None
 
 
-def shard_writers(
-    store: Store, spec: FeatureSpec, shard_id: str, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]
-) -> dict[str, ArrayWriter]:
-    """A writer per stored array of a shard (`stored_shapes`), chunked along time (about CHUNK_BYTES a
-    chunk)."""
-    group, lineage, writers = f"features/{spec.feature_id}/{shard_id}", spec.lineage(), {}
-    for name, (tail, dtype) in shapes.items():
-        chunk = max(1, -(-CHUNK_BYTES // (math.prod(tail) * dtype.itemsize)))
-        attrs = attrs_json({**lineage, "role": name, "shard": shard_id, "dtype": str(dtype)})
-        writers[name] = store.array_writer(f"{group}/{name}", tail, dtype, chunk, attrs, CODECS[spec.codec]())
+def shard_writers(store: Store, spec: FeatureSpec, shard_id: str, shapes: dict) -> dict:
+    """A writer per stored array of a shard, chunked along time (about CHUNK_BYTES a chunk)."""
+    group, lineage, writers = feature_group(spec.feature_id, shard_id), spec.lineage(), {}
+    for name, array in shapes.items():
+        chunk = max(1, -(-CHUNK_BYTES // (math.prod(array.tail) * array.dtype.itemsize)))
+        attrs = attrs_json({**lineage, "role": name, "shard": shard_id, "dtype": str(array.dtype)})
+        writers[name] = store.array_writer(
+            member(group, name), array.tail, array.dtype, chunk, attrs, CODECS[spec.codec]()
+        )
     return writers
 
 
 def write_shard_sums(store: Store, spec: FeatureSpec, shard_id: str, sums: dict[str, np.ndarray]) -> None:
     """A shard's partial sums of the training statistics, beside its arrays."""
-    group, lineage = f"features/{spec.feature_id}/{shard_id}", spec.lineage()
+    lineage = attrs_json({**spec.lineage(), "statistic": "partial sums"})
     for role, values in sums.items():
         store.write_array(
-            f"{group}/sums_{role}",
-            values,
-            attrs_json({**lineage, "statistic": "partial sums"}),
-            values.shape[:1],
-            None,
+            feature_sums(spec.feature_id, shard_id, role), values, lineage, values.shape[:1], None
         )
+
+
+def write_statistics(store: Store, spec: FeatureSpec) -> dict[str, int]:
+    """Reduce every committed shard's partial sums to per-frequency mean and std: {role: frames seen}."""
+    shards = {
+        r["shard"]
+        for r in store.committed_rows("feature_frames", ["utterance_id"], feature_id=spec.feature_id)
+    }
+    stats, lineage = {}, spec.lineage()
+    for role in spec.roles:
+        paths = [feature_sums(spec.feature_id, s, role) for s in sorted(shards)]
+        parts = [store.read_array(p) for p in paths if store.has_array(p)]
+        if not parts:
+            continue  # no training rows (e.g. a test-only pair set): the set has no statistics
+        mean, std, count = reduce_sums(parts)
+        for name, values in (("mean", mean), ("std", std)):
+            attrs = attrs_json(
+                {**lineage, "statistic": name, "role": role, "split": "train", "frames": count}
+            )
+            path = feature_stats(spec.feature_id, role, name)
+            store.write_array(path, values.astype(np.float32), attrs, values.shape[:1], None)
+        stats[role] = count
+    return stats
 
 
 def finalize_features(store: Store, spec: FeatureSpec) -> dict:
-    """Reduce every committed shard's partial sums to per-frequency mean and std, then commit the set
-    (its `features` row, written last)."""
-    shards = {
-        r["shard"]
-        for r in committed_rows(
-            store, "feature_frames", "feature_frames", "feature_id", spec.feature_id, ["utterance_id"]
-        )
+    """Write the statistics, then commit the set (its `features` row, written last)."""
+    stats = write_statistics(store, spec)
+    spec_json = {
+        "feature": spec.config.to_dict(),
+        # the model whose output the stored arrays hold (a first-stage mask), or None: the catalogue's lineage
+        "model": get_kind(spec.config.kind).needed_model(spec.config),
+        "codec": spec.codec,
+        "pairs_fingerprint": spec.fingerprint,
+        "stats_frames": stats,
     }
-    stats, group, lineage = {}, f"features/{spec.feature_id}/stats", spec.lineage()
-    for role in ("input", "target"):
-        parts = [
-            store.read_array(p)
-            for s in sorted(shards)
-            if store.has_array(p := f"features/{spec.feature_id}/{s}/sums_{role}")
-        ]
-        if not parts:
-            continue  # no training pairs (e.g. a test-only pair set): the set has no statistics
-        count, total, squares = np.sum(parts, axis=0)
-        mean = total / np.maximum(count, 1)
-        std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0.0))
-        for name, values in (("mean", mean), ("std", std)):
-            attrs = attrs_json(
-                {**lineage, "statistic": name, "role": role, "split": "train", "frames": int(count.max())}
-            )
-            store.write_array(
-                f"{group}/{role}_{name}", values.astype(np.float32), attrs, values.shape[:1], None
-            )
-        stats[role] = int(count.max())
-    config_json = json.dumps(
-        attrs_json(
-            {
-                "feature": spec.config.to_dict(),
-                "codec": spec.codec,
-                "pairs_fingerprint": spec.fingerprint,
-                "stats_frames": stats,
-            }
-        ),
-        sort_keys=True,
-    )
-    store.write_part(
-        "features",
-        f"part-{spec.feature_id}",
-        [
-            {
-                "feature_id": spec.feature_id,
-                "kind": spec.config.kind,
-                "pairset": spec.pairset,
-                "config_json": config_json,
-                "created_at": now_utc(),
-                "code_version": code_version(),
-            }
-        ],
-    )
+    row = {
+        "feature_id": spec.feature_id,
+        "kind": spec.config.kind,
+        "pairset": None if spec.source.corpus else spec.source.name,
+        "corpus": spec.source.name if spec.source.corpus else None,
+        "config_json": json.dumps(attrs_json(spec_json), sort_keys=True),
+        "created_at": now_utc(),
+        "code_version": code_version(),
+    }
+    store.write_part("features", f"part-{spec.feature_id}", [row])
     return stats

@@ -10,29 +10,23 @@ shards get the same ids again and replace their own leftovers; a finished ingest
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.dataset as ds
 
-from pipelines.audio import AudioConfig, Rejected, load_audio, samples_sha256
-from pipelines.corpora import SourceItem
+from pipelines.audio import AudioConfig, LoadedAudio, Rejected, load_audio, samples_sha256
+from pipelines.corpora import SourceItem, utf8_text
+from pipelines.isolation import Loader, load_each
 from pipelines.splits import SplitConfig, speaker_split
+from stores.commits import Shard, shard_id_for
 from stores.config import is_safe_name, parse_name, parse_positive_int
+from stores.inflight import in_flight
+from stores.paths import audio_array
 from stores.store import Store, attrs_json, now_utc
 
 DEFAULT_SHARD_SIZE = 64
-
-
-@dataclass
-class Shard:
-    shard_id: str
-    items: list[SourceItem]
-    # items refused before decoding (duplicate or unsafe ids): (item, reason, detail)
-    prerejected: list[tuple[SourceItem, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -59,27 +53,21 @@ class IngestPlan:
     scanned: int
 
 
-def shard_id_for(stage: str, name: str, members: Iterable[str]) -> str:
-    digest = hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]
-    return f"{stage}-{name}-{digest}"
-
-
-def committed_rows(
-    store: Store, table: str, commit_table: str, key: str, name: str, columns: list[str]
-) -> list[dict]:
-    """Rows of `table` for `name` whose shard is committed (leftovers of killed shards excluded)."""
-    committed = store.committed_shards(commit_table)
-    rows = store.read_table(table, filter=ds.field(key) == name, columns=[*columns, "shard"]).to_pylist()
-    return [r for r in rows if r["shard"] in committed]
-
-
 def _classify(items: list[SourceItem], done_ids: dict[str, str], done_paths: set[str]):
     """-> (pending items, prerejected, number already done). First file wins an id; later ones are refused."""
     seen: dict[str, str] = {}
     pending, prerejected, already = [], [], 0
     for item in items:
-        if item.source_path in done_paths:
+        if utf8_text(item.source_path) in done_paths:
             already += 1
+            continue
+        if item.problem is not None:
+            prerejected.append((item, *item.problem))
+            continue
+        if utf8_text(item.source_path) != item.source_path:
+            prerejected.append(
+                (item, "unsupported file name", "the path is not valid UTF-8 (shown with \\x escapes)")
+            )
             continue
         if not is_safe_name(item.utterance_id):
             prerejected.append(
@@ -106,10 +94,8 @@ def plan_ingest(
     corpus = parse_name(corpus or reader, "corpus name")
     parse_positive_int(shard_size, "shard_size")
     items = sorted(items, key=lambda i: (i.source_path, i.utterance_id))
-    done = committed_rows(
-        store, "utterances", "utterances", "corpus", corpus, ["utterance_id", "source_path"]
-    )
-    rejected = committed_rows(store, "rejects", "utterances", "corpus", corpus, ["source_path", "stage"])
+    done = store.committed_rows("utterances", ["utterance_id", "source_path"], corpus=corpus)
+    rejected = store.committed_rows("rejects", ["source_path", "stage"], corpus=corpus)
     done_ids = {r["utterance_id"]: r["source_path"] for r in done}
     done_paths = {r["source_path"] for r in done} | {
         r["source_path"] for r in rejected if r["stage"] == "ingest"
@@ -122,22 +108,57 @@ def plan_ingest(
         for item in pending:
             done_ids.setdefault(item.utterance_id, item.source_path)
         if pending or prerejected:
-            members = [i.source_path for i in pending] + [i.source_path for i, _, _ in prerejected]
+            members = [utf8_text(i.source_path) for i in [*pending, *(i for i, _, _ in prerejected)]]
             shards.append(Shard(shard_id_for("ingest", corpus, members), pending, prerejected))
     already = len(items) - sum(len(s.items) + len(s.prerejected) for s in shards)
     return IngestPlan(corpus, reader, shards, already, len(items))
 
 
 def reject_row(corpus: str, item: SourceItem, reason: str, detail: str, stage: str, shard: str, now) -> dict:
+    """A `rejects` row; paths, ids and details that are not valid UTF-8 are written with `\\x` escapes."""
     return {
         "corpus": corpus,
-        "source_path": item.source_path,
+        "source_path": utf8_text(item.source_path),
         "reason": reason,
-        "detail": detail,
-        "utterance_id": item.utterance_id,
+        "detail": utf8_text(detail),
+        "utterance_id": utf8_text(item.utterance_id),
         "stage": stage,
         "shard": shard,
         "created_at": now,
+    }
+
+
+def _utterance_row(corpus: str, item: SourceItem, loaded: LoadedAudio, audio: AudioConfig, splits) -> dict:
+    """The row of one decoded utterance, without its place in the shard's array."""
+    n = int(loaded.samples.shape[0])
+    return {
+        "corpus": corpus,
+        "utterance_id": item.utterance_id,
+        "speaker_id": item.speaker_id,
+        "split": item.split or speaker_split(item.speaker_id, splits),
+        "source_path": item.source_path,
+        "sample_rate": audio.sample_rate,
+        "num_samples": n,
+        "duration_s": n / audio.sample_rate,
+        "transcript": item.transcript,
+        "sha256": samples_sha256(loaded.samples),
+        "source_sha256": loaded.source_sha256,
+        "source_sample_rate": loaded.source_sample_rate,
+        "source_channels": loaded.source_channels,
+        "peak": loaded.peak,
+        "clipped_samples": loaded.clipped_samples,
+    }
+
+
+def _audio_lineage(corpus, reader, shard: Shard, audio: AudioConfig, splits: SplitConfig, count: int) -> dict:
+    return {
+        "kind": "audio",
+        "corpus": corpus,
+        "reader": reader,
+        "shard": shard.shard_id,
+        "audio_config": audio.to_dict(),
+        "splits": splits.to_dict(),
+        "utterances": count,
     }
 
 
@@ -148,57 +169,36 @@ def ingest_shard(
     shard: Shard,
     audio: AudioConfig,
     splits: SplitConfig = SplitConfig(),
+    loader: Loader = load_audio,
 ) -> ShardSummary:
-    """Decode one shard, write its audio as one array, then commit its rows. Returns counts, not audio."""
+    """Decode one shard, write its audio as one array, then commit its rows. Returns counts, not audio.
+
+    The shard is marked in flight until it commits; if an earlier attempt died in it (a decoder's native
+    crash ends the process), its files are decoded one by one in a child process and a file that kills
+    the child is rejected (`pipelines.isolation`). `loader` is for tests that inject such a crash."""
     summary, now = ShardSummary(shard.shard_id), now_utc()
-    array_path = f"audio/{corpus}/{shard.shard_id}"
+    array_path = audio_array(corpus, shard.shard_id)
     rejects = [reject_row(corpus, i, r, d, "ingest", shard.shard_id, now) for i, r, d in shard.prerejected]
     rows, chunks, offset = [], [], 0
-    for item in shard.items:
-        try:
-            loaded = load_audio(item.source_path, audio)
-        except Rejected as rej:
-            rejects.append(reject_row(corpus, item, rej.reason, rej.detail, "ingest", shard.shard_id, now))
-            continue
-        n = int(loaded.samples.shape[0])
-        rows.append(
-            {
-                "corpus": corpus,
-                "utterance_id": item.utterance_id,
-                "speaker_id": item.speaker_id,
-                "split": item.split or speaker_split(item.speaker_id, splits),
-                "source_path": item.source_path,
-                "sample_rate": audio.sample_rate,
-                "num_samples": n,
-                "duration_s": n / audio.sample_rate,
-                "transcript": item.transcript,
-                "sha256": samples_sha256(loaded.samples),
-                "source_sha256": loaded.source_sha256,
-                "source_sample_rate": loaded.source_sample_rate,
-                "source_channels": loaded.source_channels,
-                "peak": loaded.peak,
-                "clipped_samples": loaded.clipped_samples,
-                "array": array_path,
-                "offset": offset,
-                "shard": shard.shard_id,
-                "created_at": now,
-            }
-        )
-        chunks.append(loaded.samples)
-        offset += n
-        summary.clipped += int(loaded.clipped_samples > 0)
-    if chunks:
-        lineage = {
-            "kind": "audio",
-            "corpus": corpus,
-            "reader": reader,
-            "shard": shard.shard_id,
-            "audio_config": audio.to_dict(),
-            "splits": splits.to_dict(),
-            "utterances": len(rows),
-        }
-        store.write_audio_array(array_path, np.concatenate(chunks), attrs_json(lineage))
-    store.commit({"rejects": rejects, "utterances": rows}, "utterances", shard.shard_id)
+    with in_flight(store, shard.shard_id) as crashed:
+        loaded_each = load_each([i.source_path for i in shard.items], audio, crashed, loader)
+        for item, loaded in zip(shard.items, loaded_each, strict=True):
+            if isinstance(loaded, Rejected):
+                rejects.append(
+                    reject_row(corpus, item, loaded.reason, loaded.detail, "ingest", shard.shard_id, now)
+                )
+                continue
+            row = _utterance_row(corpus, item, loaded, audio, splits)
+            rows.append(
+                {**row, "array": array_path, "offset": offset, "shard": shard.shard_id, "created_at": now}
+            )
+            chunks.append(loaded.samples)
+            offset += row["num_samples"]
+            summary.clipped += int(loaded.clipped_samples > 0)
+        if chunks:
+            lineage = _audio_lineage(corpus, reader, shard, audio, splits, len(rows))
+            store.write_audio_array(array_path, np.concatenate(chunks), attrs_json(lineage))
+        store.commit({"rejects": rejects, "utterances": rows}, "utterances", shard.shard_id)
     summary.utterances = len(rows)
     summary.seconds = offset / audio.sample_rate
     summary.rejects.update(r["reason"] for r in rejects)

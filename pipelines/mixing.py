@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.dataset as ds
 
-from pipelines.audio import AudioConfig
-from pipelines.ingest import Shard, ShardSummary, committed_rows, shard_id_for
+from pipelines.ingest import ShardSummary
 from pipelines.splits import SPLITS
 from pipelines.synthesis import (
     apply_level,
@@ -29,8 +28,11 @@ from pipelines.synthesis import (
     snr_db,
     utterance_rng,
 )
+from stores.audio_index import UtteranceReader
+from stores.commits import Shard, shard_id_for
 from stores.config import Config, parse_choice, parse_name
 from stores.errors import ConfigError, NotFoundError
+from stores.paths import member, pair_group, pairset_group
 from stores.store import Store, attrs_json, now_utc
 
 KINDS = ("noisy", "reverb", "reverb+noisy")
@@ -94,14 +96,6 @@ def with_copies(utterances: list[dict], copies: int) -> list[dict]:
     ]
 
 
-def source_audio_config(role: str, sample_rate: int) -> AudioConfig:
-    """How noise recordings and RIRs are ingested: like speech, except that RIRs are short and a
-    multichannel RIR keeps its first channel (an average of channels is no room's response anywhere)."""
-    if role == "rir":
-        return AudioConfig(sample_rate=sample_rate, min_duration_s=0.01, mono="first")
-    return AudioConfig(sample_rate=sample_rate)
-
-
 @dataclass
 class Sources:
     """The noise recordings and measured RIRs a pair set draws from (utterance rows, sorted by id)."""
@@ -114,13 +108,8 @@ def load_sources(store: Store, config: PairConfig) -> Sources:
     def rows(corpus: str | None) -> list[dict]:
         if not corpus or corpus == SIMULATE:
             return []
-        found = committed_rows(
-            store,
-            "utterances",
-            "utterances",
-            "corpus",
-            corpus,
-            ["utterance_id", "array", "offset", "num_samples"],
+        found = store.committed_rows(
+            "utterances", ["utterance_id", "array", "offset", "num_samples"], corpus=corpus
         )
         if not found:
             raise NotFoundError(
@@ -136,36 +125,26 @@ def load_sources(store: Store, config: PairConfig) -> Sources:
 
 def check_pairset_config(store: Store, pairset: str, config: PairConfig) -> None:
     """A pair set name stands for one config: a rerun must ask for the same one."""
-    group = f"pairs/{pairset}"
-    if group in store.arrays:
-        recorded = dict(store.arrays[group].attrs).get("config")
+    group = pairset_group(pairset)
+    attrs = store.group_attrs(group)
+    if attrs is not None:
+        recorded = attrs.get("config")
         if recorded is not None and recorded != attrs_json(config.to_dict()):
             raise ConfigError(
                 f"Expected the recorded config of pair set {pairset!r} (or a new --name). Got a different one "
                 f"instead: recorded {json.dumps(recorded, sort_keys=True)}"
             )
-    else:
-        store.arrays.create_group(group)
-    store.arrays[group].attrs.update({"config": attrs_json(config.to_dict()), "kind": "pairset"})
+    store.set_group_attrs(group, {"config": attrs_json(config.to_dict()), "kind": "pairset"})
 
 
 def plan_pairs(store: Store, pairset: str, config: PairConfig, shard_size: int) -> list[Shard]:
     """Shards of the corpus's committed utterances (in the asked splits) that have no committed pair."""
     parse_name(pairset, "pair set name")
-    utts = committed_rows(
-        store,
-        "utterances",
-        "utterances",
-        "corpus",
-        config.corpus,
-        ["utterance_id", "speaker_id", "split", "array", "offset", "num_samples"],
-    )
+    columns = ["utterance_id", "speaker_id", "split", "array", "offset", "num_samples"]
+    utts = store.committed_rows("utterances", columns, corpus=config.corpus)
     if not utts:
         raise NotFoundError(f"Expected an ingested corpus. Got {config.corpus!r} instead (no utterances).")
-    done = {
-        r["utterance_id"]
-        for r in committed_rows(store, "pairs", "pairs", "pairset", pairset, ["utterance_id"])
-    }
+    done = {r["utterance_id"] for r in store.committed_rows("pairs", ["utterance_id"], pairset=pairset)}
     utts = sorted((u for u in utts if u["split"] in config.splits), key=lambda u: u["utterance_id"])
     items = with_copies(utts, config.copies)
     shards = []
@@ -272,10 +251,12 @@ def make_pairs_shard(
 ) -> ShardSummary:
     """Make and store one shard of pairs, then commit its `pairs` part."""
     summary, now, sr = ShardSummary(shard.shard_id), now_utc(), store.sample_rate
-    group, cache = f"pairs/{pairset}/{shard.shard_id}", _Cache(store)
+    group, cache = pair_group(pairset, shard.shard_id), _Cache(store)
     rows, signals, offset = [], {"input": [], "clean": [], "noise": []}, 0
-    for utt in shard.items:
-        clean = store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
+    # each ingest array's span of the shard read once: one read per utterance decoded a whole chunk
+    # (2^20 samples) each time, ~6 ms a pair whatever its length
+    for utt, read in UtteranceReader(store).signals(shard.items):
+        clean = read["clean"]
         pair_id = utt["pair_id"]  # the utterance id, or a copy's (plan_pairs, repair)
         pair, fields = make_pair(clean, pair_id, config, sources, cache, sr)
         if utt.get("copy"):  # where a copy came from, for anyone joining pairs to utterances
@@ -312,7 +293,7 @@ def make_pairs_shard(
     }
     for role, parts in signals.items():
         store.write_audio_array(
-            f"{group}/{role}", np.concatenate(parts), attrs_json({**lineage, "role": role})
+            member(group, role), np.concatenate(parts), attrs_json({**lineage, "role": role})
         )
     store.commit({"pairs": rows}, "pairs", shard.shard_id)
     summary.utterances, summary.seconds = len(rows), offset / sr

@@ -12,9 +12,13 @@ import pyarrow.dataset as ds
 
 from pipelines.audio import AudioConfig, Rejected, load_audio
 from pipelines.corpora import SourceItem
-from pipelines.ingest import Shard, ShardSummary, committed_rows, reject_row, shard_id_for
+from pipelines.ingest import ShardSummary, reject_row
+from pipelines.isolation import Loader, load_each
 from pipelines.synthesis import snr_db
+from stores.commits import Shard, shard_id_for
 from stores.config import parse_name
+from stores.inflight import in_flight
+from stores.paths import member, pair_group
 from stores.store import Store, attrs_json, now_utc
 
 
@@ -28,19 +32,12 @@ def plan_given_pairs(
     """Shards of committed utterances that have a given degraded file and no committed pair yet."""
     pairset = parse_name(pairset or given_pairset_name(corpus), "pair set name")
     committed = {
-        r["utterance_id"]
-        for r in committed_rows(
-            store, "utterances", "utterances", "corpus", corpus, ["utterance_id", "source_path"]
-        )
+        r["utterance_id"] for r in store.committed_rows("utterances", ["utterance_id"], corpus=corpus)
     }
-    done = {
-        r["utterance_id"]
-        for r in committed_rows(store, "pairs", "pairs", "pairset", pairset, ["utterance_id"])
-    }
+    done = {r["utterance_id"] for r in store.committed_rows("pairs", ["utterance_id"], pairset=pairset)}
     done |= {
         r["utterance_id"]
-        for r in committed_rows(store, "rejects", "pairs", "corpus", corpus, ["utterance_id", "stage"])
-        if r["stage"] == f"pairs:{pairset}"
+        for r in store.committed_rows("rejects", ["utterance_id"], corpus=corpus, stage=f"pairs:{pairset}")
     }
     todo = [
         i for i in items if "given" in i.given and i.utterance_id in committed and i.utterance_id not in done
@@ -53,9 +50,36 @@ def plan_given_pairs(
     return pairset, shards
 
 
+def _given_input(loaded, utt: dict):
+    """The decoded degraded file, or its Rejected (also when its length differs from the clean file's)."""
+    if not isinstance(loaded, Rejected) and loaded.samples.shape[0] != utt["num_samples"]:
+        return Rejected(
+            "length mismatch", f"{loaded.samples.shape[0]} samples, the clean file has {utt['num_samples']}"
+        )
+    return loaded
+
+
+def _given_row(pairset: str, utt: dict, path: str, snr: float) -> dict:
+    """The `pairs` row of one given pair, without its place in the shard's array."""
+    return {
+        "pairset": pairset,
+        "corpus": utt["corpus"],
+        "utterance_id": utt["utterance_id"],
+        "split": utt["split"],
+        "kind": "given",
+        "snr_db_achieved": snr,
+        "gain_db": 0.0,
+        "source_path": path,
+        "num_samples": utt["num_samples"],
+        "roles": "input",
+    }
+
+
 def given_pairs_shard(
-    store: Store, corpus: str, pairset: str, shard: Shard, audio: AudioConfig
+    store: Store, corpus: str, pairset: str, shard: Shard, audio: AudioConfig, loader: Loader = load_audio
 ) -> ShardSummary:
+    """Decode one shard's given degraded files and commit them as pairs. Marked in flight like an ingest
+    shard: after a crash, its files are decoded one by one in a child process (`pipelines.isolation`)."""
     summary, now, stage = ShardSummary(shard.shard_id), now_utc(), f"pairs:{pairset}"
     ids = [i.utterance_id for i in shard.items]
     utts = {
@@ -64,50 +88,33 @@ def given_pairs_shard(
             "utterances", filter=(ds.field("corpus") == corpus) & ds.field("utterance_id").isin(ids)
         ).to_pylist()
     }
-    group = f"pairs/{pairset}/{shard.shard_id}"
+    group = pair_group(pairset, shard.shard_id)
     rows, rejects, inputs, offset = [], [], [], 0
-    for item in shard.items:
-        utt, path = utts[item.utterance_id], item.given["given"]
-        try:
-            noisy = load_audio(path, audio).samples
-            if noisy.shape[0] != utt["num_samples"]:
-                raise Rejected(
-                    "length mismatch", f"{noisy.shape[0]} samples, the clean file has {utt['num_samples']}"
+    with in_flight(store, shard.shard_id) as crashed:
+        paths = [item.given["given"] for item in shard.items]
+        for item, path, loaded in zip(
+            shard.items, paths, load_each(paths, audio, crashed, loader), strict=True
+        ):
+            utt = utts[item.utterance_id]
+            noisy = _given_input(loaded, utt)
+            if isinstance(noisy, Rejected):
+                source = SourceItem(item.utterance_id, item.speaker_id, path)
+                rejects.append(
+                    reject_row(corpus, source, noisy.reason, noisy.detail, stage, shard.shard_id, now)
                 )
-        except Rejected as rej:
-            rejects.append(
-                reject_row(
-                    corpus,
-                    SourceItem(item.utterance_id, item.speaker_id, path),
-                    rej.reason,
-                    rej.detail,
-                    stage,
-                    shard.shard_id,
-                    now,
-                )
-            )
-            continue
-        clean = store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
-        rows.append(
-            {
-                "pairset": pairset,
-                "corpus": corpus,
-                "utterance_id": item.utterance_id,
-                "split": utt["split"],
-                "kind": "given",
-                "snr_db_achieved": snr_db(clean, noisy),
-                "gain_db": 0.0,
-                "source_path": path,
-                "num_samples": utt["num_samples"],
-                "array": group,
-                "offset": offset,
-                "roles": "input",
-                "shard": shard.shard_id,
-                "created_at": now,
-            }
-        )
-        inputs.append(noisy)
-        offset += noisy.shape[0]
+                continue
+            clean = store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
+            row = _given_row(pairset, utt, path, snr_db(clean, noisy.samples))
+            rows.append({**row, "array": group, "offset": offset, "shard": shard.shard_id, "created_at": now})
+            inputs.append(noisy.samples)
+            offset += noisy.samples.shape[0]
+        _commit_given(store, corpus, pairset, shard, audio, group, inputs, rows, rejects)
+    summary.utterances, summary.seconds = len(rows), offset / audio.sample_rate
+    summary.rejects.update(r["reason"] for r in rejects)
+    return summary
+
+
+def _commit_given(store, corpus, pairset, shard, audio, group, inputs, rows, rejects) -> None:
     if inputs:
         lineage = {
             "kind": "pairs",
@@ -118,8 +125,5 @@ def given_pairs_shard(
             "audio_config": audio.to_dict(),
             "role": "input",
         }
-        store.write_audio_array(f"{group}/input", np.concatenate(inputs), attrs_json(lineage))
+        store.write_audio_array(member(group, "input"), np.concatenate(inputs), attrs_json(lineage))
     store.commit({"rejects": rejects, "pairs": rows}, "pairs", shard.shard_id)
-    summary.utterances, summary.seconds = len(rows), offset / audio.sample_rate
-    summary.rejects.update(r["reason"] for r in rejects)
-    return summary

@@ -1,9 +1,13 @@
-"""What flows return and the command line prints: counts and where things went, never arrays."""
+"""What the pipeline flows return and the command line prints (`lines()`): counts and where things went,
+never arrays. Evaluation's report is `training.evaluate.EvaluateReport`."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from pipelines.ingest import ShardSummary
 
@@ -33,12 +37,10 @@ class IngestReport:
         return out
 
 
-def summarize(
+def ingest_report(
     st, corpus: str, added: ShardSummary, already: int, pairset: str | None, seconds: float
 ) -> IngestReport:
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
+    """What an ingest leaves in the store for `corpus` (and its given pair set)."""
     utts = st.read_table("utterances", filter=ds.field("corpus") == corpus, columns=["duration_s"])
     rejects = st.read_table("rejects", filter=ds.field("corpus") == corpus, columns=["reason"])
     report = IngestReport(
@@ -113,33 +115,8 @@ class FeaturesReport:
         ]
 
 
-@dataclass
-class EvaluateReport:
-    run_id: str
-    version: str
-    pairset: str
-    split: str
-    store: object
-    plots: list[str]
-    seconds: float
-
-    def lines(self) -> list[str]:
-        import pyarrow.dataset as ds
-
-        from training.results import format_table, summarize
-
-        data = self.store.table("metrics").to_table(filter=ds.field("run_id") == self.run_id)
-        table = summarize(
-            data, group_by=("model",), metrics=("snr", "si_snr", "pesq_wb", "stoi", "estoi", "lsd")
-        )
-        keep = [
-            c for c in table.column_names if c == "model" or c.endswith("_mean") or c.endswith("_delta_mean")
-        ]
-        out = [
-            f"run {self.run_id}: model {self.version} on {self.pairset}/{self.split}, "
-            f"{data.num_rows // 2} utterances, {self.seconds:.1f} s",
-            format_table(table.select(keep), "table"),
-        ]
-        if self.plots:
-            out.append(f"spectrogram plots: {', '.join(self.plots)}")
-        return out
+def found_features(plan) -> FeaturesReport:
+    """The report of a feature set found committed (`plan.complete`): nothing computed."""
+    return FeaturesReport(
+        plan.spec.feature_id, plan.spec.config.kind, False, plan.pairs, ShardSummary("all"), 0, 0.0
+    )

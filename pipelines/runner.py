@@ -1,4 +1,4 @@
-"""How flows run their shards: one shared Prefect server, a Dask task runner, progress and merging.
+"""How flows run their shards: the persistent Prefect server, a Dask task runner, progress and merging.
 
 Prefect task runs cost milliseconds to seconds each, so flows cut the work into coarse shards and show
 progress in utterances as shards complete. On a Dask task runner the shards are plain Dask futures on the
@@ -25,53 +25,37 @@ from prefect_dask import DaskTaskRunner  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pipelines.ingest import ShardSummary  # noqa: E402
-from stores.config import parse_positive_int  # noqa: E402
+from pipelines.prefect_server import ensure_server  # noqa: E402
 
 _PROCESS_SETTINGS = contextlib.ExitStack()
 
 
 def ensure_prefect_api() -> None:
-    """Start one temporary Prefect server for this process and point every Dask worker at it.
+    """Point this process's flows and every Dask worker at the persistent Prefect server
+    (`pipelines.prefect_server`: started by the first flow verb, reused after), unless $PREFECT_API_URL
+    already names one.
 
-    Without this each Dask worker process starts its own temporary server when it runs its first task
-    (about 10 s each): measured 38.7 s against 6.3 s for an 8-task flow on 2 workers.
+    Without a server each Dask worker process starts its own temporary one when it runs its first task,
+    seconds each (docs/BENCHMARKS.md, "Ingest throughput").
     """
     if os.environ.get("PREFECT_API_URL"):
         return
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
-    # Flow runs on this process's own server send no heartbeats: heartbeats let a server mark the runs of a
-    # dead process crashed, and this server dies with the process. Prefect stops the heartbeat thread at
-    # the end of every flow run by joining it while it sleeps in 1 s steps: measured 1.0 s added to every
-    # flow run (a flow with one empty task: 1.15 s). Entered for the rest of the process, in this thread
-    # (the flows' thread); a settings context also spares Prefect re-reading its settings from the
-    # environment on every look-up.
-    _PROCESS_SETTINGS.enter_context(
-        temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    from prefect.settings import (  # Prefect's settings: imported with Prefect by the flows already
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
     )
 
-
-def dask_runner(workers: int | None, dask_address: str | None, threads: bool = True):
-    """A Prefect task runner on Dask: an existing scheduler, or a local cluster: with `threads` (the default)
-    one in-process worker of `workers` threads, else `workers` processes of one thread. Threads skip the
-    worker processes' start and imports (seconds each) and the heavy parts (FFT, codecs, decoding) release
-    the GIL: the features flow on 1 h of pairs took 9.0 s with threads against 20.0 s with processes."""
-    from prefect_dask import DaskTaskRunner
-
-    if dask_address:
-        return DaskTaskRunner(address=dask_address)
-    n = parse_positive_int(workers or os.cpu_count() or 1, "--workers")
-    if threads:
-        kwargs = {"n_workers": 1, "threads_per_worker": n, "processes": False}
-    else:
-        kwargs = {"n_workers": n, "threads_per_worker": 1, "processes": True}
-    return DaskTaskRunner(
-        cluster_kwargs={**kwargs, "dashboard_address": ":0"}
-    )  # any free port, never a clash
+    api_url = ensure_server().api_url
+    os.environ["PREFECT_API_URL"] = api_url
+    # No heartbeats: Prefect stops the heartbeat thread at the end of every flow run by joining it while it
+    # sleeps in 1 s steps, which adds about a second to every flow run; without them the server cannot mark
+    # the run of a killed command crashed (it stays "Running" in the UI). Entered for the rest of the
+    # process, in this thread (the flows' thread); a settings context also spares Prefect re-reading its
+    # settings from the environment on every look-up.
+    _PROCESS_SETTINGS.enter_context(
+        temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    )
 
 
 def auto_shard_size(scanned: int) -> int:
@@ -83,9 +67,8 @@ def auto_shard_size(scanned: int) -> int:
 class ShardRunner:
     """Submits a flow's shard tasks where the flow runs them. On a Dask task runner each shard is a plain
     Dask future on the runner's client, with the task's retries: prefect-dask serialises Prefect's context
-    and re-validates its settings for every task run (measured ~0.25 s of CPU per task, holding the GIL the
-    shards need; 16 empty tasks took 3.1-4.0 s against 1.1 s on Prefect's thread runner), which is as much
-    as a shard's own work at an hour of audio. Prefect still runs the flow and its single-shot tasks
+    and re-validates its settings for every task run, a fraction of a second of CPU per task holding the GIL
+    the shards need, as much as a shard's own work at an hour of audio (docs/BENCHMARKS.md). Prefect still runs the flow and its single-shot tasks
     (statistics, commits); the shards' progress is the flow's progress bar. Any other task runner gets
     Prefect task runs, as before."""
 

@@ -86,7 +86,7 @@ def reverberate(
     """(reverberant input, target), both aligned to the dry signal at the RIR's direct path and as long as
     `dry`. `target` is `dry` (the dry speech) or `early` (dry convolved with the first 50 ms after the
     direct path)."""
-    import scipy.signal  # imported here: it costs ~1.5 s, and ingest workers never need it
+    import scipy.signal  # imported here: it takes about a second, and ingest workers never need it
 
     d = direct_path_index(rir)
     n = dry.shape[0]
@@ -114,7 +114,7 @@ def apply_level(inp: np.ndarray, target: np.ndarray, level_dbfs: float, extra: l
 def measure_t60(rir: np.ndarray, sample_rate: int) -> float:
     """T60 by Schroeder backward integration (pyroomacoustics), fitted over a 20 dB decay and extrapolated
     (T20 -> T60), which works for measured responses whose noise floor hides the full 60 dB."""
-    from pyroomacoustics.experimental import measure_rt60
+    from pyroomacoustics.experimental import measure_rt60  # pyroomacoustics (seconds) only for reverb pairs
 
     h = rir[direct_path_index(rir) :].astype(np.float64)
     return float(measure_rt60(h, fs=sample_rate, decay_db=20))
@@ -127,7 +127,7 @@ def simulate_rir(rng: np.random.Generator, t60: float, sample_rate: int) -> tupl
     ~50 % off Sabine, so the absorption is then corrected (in Eyring's -ln(1 - a), which T60 is inversely
     proportional to) until the Schroeder T60 is within 5 % of the target, at most 4 simulations.
     """
-    import pyroomacoustics as pra
+    import pyroomacoustics as pra  # seconds to import: only for simulated rooms
 
     for _ in range(100):  # redraw the rare room too big for its T60 (absorption > 1)
         dims = [rng.uniform(3, 10), rng.uniform(3, 10), rng.uniform(2.5, 4)]

@@ -7,10 +7,22 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from pipelines.audio import AudioConfig, load_audio
+from pipelines.corpora import scan_corpus
+from pipelines.demo import DemoConfig, generate_demo_corpus
+from pipelines.featurize import SignalSet, feature_shard, finalize_features, plan_features
+from pipelines.ingest import ingest_shard, plan_ingest
+from pipelines.mixing import PairConfig, check_pairset_config, load_sources, make_pairs_shard, plan_pairs
+from pipelines.pairs import given_pairs_shard, plan_given_pairs
+from pipelines.sources import source_audio_config
+from pipelines.splits import SplitConfig
+from stores import open_store
 
 REAL_DATA_ENV = "SPECSTORE_REAL_DATA"
 
@@ -132,12 +144,6 @@ def ingest_in_process(
 ):
     """The ingest flow's stages run sequentially in this process (no Prefect, no Dask): for tests and
     notebooks. Returns (ingest summaries, given-pair summaries)."""
-    from pipelines.audio import AudioConfig
-    from pipelines.corpora import scan_corpus
-    from pipelines.ingest import ingest_shard, plan_ingest
-    from pipelines.pairs import given_pairs_shard, plan_given_pairs
-    from pipelines.splits import SplitConfig
-
     audio, splits = audio or AudioConfig(), splits or SplitConfig()
     items = scan_corpus(reader, source)
     plan = plan_ingest(store, reader, items, name, shard_size)
@@ -150,16 +156,6 @@ def ingest_in_process(
 def pairs_in_process(store, pairset: str, config, noise_folder=None, rir_folder=None, shard_size: int = 4):
     """A pair set made sequentially in this process (no Prefect, no Dask): noise and RIR folders are
     ingested as the corpora `noise-<pairset>` and `rir-<pairset>` first. Returns the shard summaries."""
-    from dataclasses import replace
-
-    from pipelines.mixing import (
-        check_pairset_config,
-        load_sources,
-        make_pairs_shard,
-        plan_pairs,
-        source_audio_config,
-    )
-
     if noise_folder is not None:
         config = replace(config, noise=f"noise-{pairset}")
         ingest_in_process(
@@ -191,29 +187,30 @@ def deconvolution_lag(wet: np.ndarray, dry: np.ndarray, max_lag: int = 2000) -> 
     return int(np.argmax(np.abs(window))) - max_lag
 
 
-def features_in_process(store, pairset: str, config, codec: str | None = None):
-    """A feature set computed sequentially in this process (no Prefect, no Dask): -> feature_id."""
-    from pipelines.featurize import feature_shard, finalize_features, plan_features
-
-    plan = plan_features(store, pairset, config, codec)
+def features_in_process(store, pairset: str | None, config, codec: str | None = None, corpus=None, mask=None):
+    """A feature set of a pair set (or of `corpus`) computed sequentially in this process (no Prefect, no
+    Dask): -> feature_id. `mask`: the first-stage model function a kind may need."""
+    source = SignalSet(corpus, corpus=True) if corpus else SignalSet(pairset)
+    plan = plan_features(store, source, config, codec)
     if not plan.complete:
         for shard in plan.shards:
-            feature_shard(store, plan.spec, shard)
+            feature_shard(store, plan.spec, shard, mask)
         finalize_features(store, plan.spec)
     return plan.spec.feature_id
 
 
 def build_demo_store(
-    folder, kinds: dict | None = None, speakers: int = 3, utterances: int = 4, seed: int = 0
+    folder,
+    kinds: dict | None = None,
+    speakers: int = 3,
+    utterances: int = 4,
+    seed: int = 0,
+    shard_size: int = 4,
+    store=None,
 ):
     """A small store made in-process from the demo corpus: ingest, `noisy` pairs with the demo noises, and
-    feature sets (`kinds`: {label: feature config}). Returns (store, {label: feature_id})."""
-    from pathlib import Path
-
-    from pipelines.demo import DemoConfig, generate_demo_corpus
-    from pipelines.mixing import PairConfig
-    from stores import open_store
-
+    feature sets (`kinds`: {label: feature config}); `shard_size` utterances per shard. The corpus is
+    generated in `folder`, the store is `folder/store` unless given. Returns (store, {label: feature_id})."""
     folder = Path(folder)
     corpus = generate_demo_corpus(
         folder / "demo",
@@ -226,13 +223,29 @@ def build_demo_store(
             seed=seed,
         ),
     )
-    store = open_store(folder / "store")
-    ingest_in_process(store, "librispeech", corpus.speech, name="demo")
+    store = store or open_store(folder / "store")
+    ingest_in_process(store, "librispeech", corpus.speech, name="demo", shard_size=shard_size)
     pairs_in_process(
         store,
         "noisy",
         PairConfig(corpus="demo", kind="noisy", noise="x", snr=(0.0, 15.0), seed=seed),
         noise_folder=corpus.noise,
+        shard_size=shard_size,
     )
     ids = {label: features_in_process(store, "noisy", config) for label, config in (kinds or {}).items()}
     return store, ids
+
+
+def abort_on(name: str, path: str, config):
+    """A loader for crash tests: `os.abort()` (SIGABRT, a native crash: no exception, no cleanup) on the
+    file named `name`, `load_audio` on every other. Only a test that passes it explicitly
+    (`ingest_shard(..., loader=functools.partial(abort_on, name))`) can reach it; no file can."""
+    if Path(path).name == name:
+        os.abort()
+    return load_audio(path, config)
+
+
+def copy_store(root: str, folder) -> object:
+    """A copy of the local store at `root` in `folder/store` (tests change a copy of a store built once)."""
+    shutil.copytree(root, Path(folder) / "store")
+    return open_store(Path(folder) / "store", create=False)

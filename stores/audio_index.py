@@ -9,7 +9,10 @@ import pyarrow.dataset as ds
 
 from stores.config import parse_choice
 from stores.errors import NotFoundError
+from stores.objects import object_id
+from stores.paths import member
 from stores.scratch import Scratch
+from stores.tombstones import check_present
 
 ROLES = ("clean", "input", "noise")
 
@@ -22,10 +25,39 @@ def _one_row(store, table: str, key: str, name: str, utterance_id: str) -> dict 
 
 
 def read_audio(store, name: str, utterance_id: str, role: str) -> np.ndarray:
+    """An utterance's samples of `role`; NotFoundError when its corpus or pair set is being removed (or was
+    removed while it was read: removal takes an array's metadata before its chunks, so arrays still
+    present after the read were whole during it)."""
     parse_choice(role, ROLES, "role")
+    touched: list[tuple[str, str]] = []  # (object id, array path) read
+    try:
+        samples = _read_audio(store, name, utterance_id, role, touched)
+    except NotFoundError:
+        raise
+    except Exception:  # whatever a vanishing array raised: NotFoundError if its object is being removed
+        _check_still_present(store, touched)
+        raise
+    _check_still_present(store, touched)
+    return samples
+
+
+def _check_still_present(store, touched: list[tuple[str, str]]) -> None:
+    for owner, path in touched:
+        check_present(store, owner)
+        if not store.has_array(path):
+            raise NotFoundError(f"Expected {owner}. Got none: it was removed.")
+
+
+def _samples(store, touched: list, owner: str, path: str, row: dict) -> np.ndarray:
+    check_present(store, owner)
+    touched.append((owner, path))
+    return store.read_samples(path, row["offset"], row["num_samples"])
+
+
+def _read_audio(store, name: str, utterance_id: str, role: str, touched: list) -> np.ndarray:
     utt = _one_row(store, "utterances", "corpus", name, utterance_id)
     if utt is not None and role == "clean":
-        return store.read_samples(utt["array"], utt["offset"], utt["num_samples"])
+        return _samples(store, touched, object_id("corpus", name), utt["array"], utt)
     pair = _one_row(store, "pairs", "pairset", name, utterance_id)
     if pair is None and utt is not None:
         # a corpus's `input` and `noise` are those of its given pair set (VoiceBank-DEMAND's own noisy files)
@@ -44,54 +76,37 @@ def read_audio(store, name: str, utterance_id: str, role: str) -> np.ndarray:
         raise NotFoundError(
             f"Expected an utterance of a corpus or pair set. Got {name!r}/{utterance_id!r} instead (not in the store)."
         )
+    owner = object_id("pairs", pair["pairset"])
     stored = set((pair["roles"] or "").split(","))
     if role in stored:
-        return store.read_samples(f"{pair['array']}/{role}", pair["offset"], pair["num_samples"])
+        return _samples(store, touched, owner, member(pair["array"], role), pair)
     if role == "input":
         raise NotFoundError(f"Expected pair set {name!r} to store an input for {utterance_id!r}. Got none.")
     clean = (
-        store.read_samples(f"{pair['array']}/clean", pair["offset"], pair["num_samples"])
+        _samples(store, touched, owner, member(pair["array"], "clean"), pair)
         if "clean" in stored
-        else read_audio(store, pair["corpus"], utterance_id, "clean")
+        else _read_audio(store, pair["corpus"], utterance_id, "clean", touched)
     )
     if role == "clean":
         return clean
     # Given pairs (a corpus's own noisy files) store no noise: it is exactly input - clean.
-    return store.read_samples(f"{pair['array']}/input", pair["offset"], pair["num_samples"]) - clean
+    return _samples(store, touched, owner, member(pair["array"], "input"), pair) - clean
 
 
-class PairReader:
-    """Reads the signals of many pairs efficiently: per `signals` call, each stored array's span of those
-    pairs is read once (a pair shard, or a batch of one, is one contiguous read; local arrays through
-    `LocalChunks`, which keeps a partly decoded chunk for the next batch); given pairs' clean signals come
-    from their corpus.
-
-    With a `Scratch` the spans are read into its memory (names `audio 0`, `audio 1`, ...): the signals of
-    one `signals` call are valid only until the next call, or the scratch's next use."""
+class _SpanReader:
+    """Reads ranges of float32 audio arrays: through the backend's span reader where it has one (local
+    arrays: raw chunks read straight into memory, the last partly decoded chunk kept for the next range),
+    else through `Store.read_rows`. With a `Scratch` the ranges are read into its memory (names `audio 0`,
+    `audio 1`, ...): the signals of one `signals` call are then valid only until the next call."""
 
     def __init__(self, store, scratch: Scratch | None = None) -> None:
         self.store = store
         self.scratch = scratch
-        self._chunks: dict[str, Any] = {}  # path -> LocalChunks, or None where zarr reads it
-        self._corpus_rows: dict[tuple[str, str], dict] = {}
-
-    def _read_spans(self, rows: list[dict], roles: tuple[str, ...]) -> dict[str, tuple[int, np.ndarray]]:
-        """{array path: (first sample, samples)} covering these rows' stored signals of `roles`."""
-        spans: dict[str, list[int]] = {}
-        for row in rows:
-            stored = set((row["roles"] or "").split(","))
-            wanted = set(roles) | (
-                {"input", "clean"} if "noise" in roles and "noise" not in stored else set()
-            )
-            for role in wanted & (stored | {"input"}):  # every pair stores its input
-                span = spans.setdefault(f"{row['array']}/{role}", [row["offset"], row["offset"]])
-                span[0] = min(span[0], row["offset"])
-                span[1] = max(span[1], row["offset"] + row["num_samples"])
-        return {path: (lo, self._read(path, lo, hi, k)) for k, (path, (lo, hi)) in enumerate(spans.items())}
+        self._chunks: dict[str, Any] = {}  # path -> span reader, or None where `read_rows` reads it
 
     def _read(self, path: str, start: int, stop: int, k: int) -> np.ndarray:
         if path not in self._chunks:
-            self._chunks[path] = self.store.local_chunks(path)
+            self._chunks[path] = self.store.span_reader(path)
         chunks = self._chunks[path]
         if chunks is not None and chunks.dtype == np.float32:
             out = (
@@ -104,7 +119,53 @@ class PairReader:
                 return out
             except (FileNotFoundError, ValueError):
                 pass  # damaged or missing chunks: zarr decides (a missing chunk reads as the fill value)
-        return np.asarray(self.store.arrays[path][start:stop], dtype=np.float32)
+        return self.store.read_rows(path, start, stop).astype(np.float32, copy=False)
+
+    @staticmethod
+    def _spans(items) -> dict[str, tuple[int, int]]:
+        """{array path: (first, last sample)} covering (path, offset, length) items."""
+        spans: dict[str, list[int]] = {}
+        for path, offset, length in items:
+            span = spans.setdefault(path, [offset, offset])
+            span[0], span[1] = min(span[0], offset), max(span[1], offset + length)
+        return {path: (lo, hi) for path, (lo, hi) in spans.items()}
+
+
+class UtteranceReader(_SpanReader):
+    """Reads the clean signals of a corpus's utterance rows (`array`, `offset`, `num_samples`), each stored
+    array's span of the rows of one `signals` call read once."""
+
+    def signals(self, rows: list[dict], roles: tuple[str, ...] = ("clean",)):
+        """Yield (row, {"clean": samples}) for each utterance row."""
+        spans = self._spans((r["array"], r["offset"], r["num_samples"]) for r in rows)
+        read = {p: (lo, self._read(p, lo, hi, k)) for k, (p, (lo, hi)) in enumerate(spans.items())}
+        for row in rows:
+            start, samples = read[row["array"]]
+            first = row["offset"] - start
+            yield row, {"clean": samples[first : first + row["num_samples"]]}
+
+
+class PairReader(_SpanReader):
+    """Reads the signals of many pairs efficiently: per `signals` call, each stored array's span of those
+    pairs is read once (a pair shard, or a batch of one, is one contiguous read); given pairs' clean
+    signals come from their corpus."""
+
+    def __init__(self, store, scratch: Scratch | None = None) -> None:
+        super().__init__(store, scratch)
+        self._corpus_rows: dict[tuple[str, str], dict] = {}
+
+    def _read_spans(self, rows: list[dict], roles: tuple[str, ...]) -> dict[str, tuple[int, np.ndarray]]:
+        """{array path: (first sample, samples)} covering these rows' stored signals of `roles`."""
+        items = []
+        for row in rows:
+            stored = set((row["roles"] or "").split(","))
+            wanted = set(roles) | (
+                {"input", "clean"} if "noise" in roles and "noise" not in stored else set()
+            )
+            for role in sorted(wanted & (stored | {"input"})):  # every pair stores its input
+                items.append((member(row["array"], role), row["offset"], row["num_samples"]))
+        spans = self._spans(items)
+        return {path: (lo, self._read(path, lo, hi, k)) for k, (path, (lo, hi)) in enumerate(spans.items())}
 
     def _load_corpus_rows(self, rows: list[dict]) -> None:
         wanted = {
@@ -125,7 +186,7 @@ class PairReader:
         spans = self._read_spans(rows, roles)
 
         def stored_signal(row: dict, role: str) -> np.ndarray:
-            start, samples = spans[f"{row['array']}/{role}"]
+            start, samples = spans[member(row["array"], role)]
             return samples[row["offset"] - start : row["offset"] - start + row["num_samples"]]
 
         for row in rows:

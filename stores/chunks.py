@@ -1,9 +1,9 @@
 """Arrays of a local store written and read without zarr's event loop, in zarr's own format.
 
 zarr-python runs every store operation as a coroutine on its event-loop thread: each array created or
-opened is a round trip to that thread (measured 6-8 ms to create a feature array on the test machine, 2 ms
-to open one), and the loop needs the GIL that the shard threads computing features also need. A shard writes
-each array once (whole, or chunk by chunk through `stores.store.ArrayWriter`) and reads whole arrays or
+opened is a round trip to that thread (milliseconds each: docs/BENCHMARKS.md), and the loop needs the GIL
+that the shard threads computing features also need. A shard writes each array once (whole, or chunk by
+chunk through `stores.arrays.ArrayWriter`) and reads whole arrays or
 spans of them (`LocalChunks`), so for local stores this module does what zarr would: the
 `zarr.json` document zarr would write (built by zarr's own metadata class from a template zarr created,
 byte-identical: tests/stores/test_chunks.py), the chunks encoded by numcodecs exactly as zarr's codecs encode
@@ -147,9 +147,9 @@ def chunk_decoder(codecs) -> Callable[[bytes, np.ndarray], None] | None:
 
 def array_checksum(data: np.ndarray, algorithm: str = "crc32c") -> str:
     """Checksum of an array's values (C order, little-endian), independent of chunking and codec: CRC-32C
-    (zarr's own chunk checksum, hardware-accelerated by google-crc32c: 13 GB/s against sha256's 1.5 GB/s on
-    the test machine, where hashing was 10 % of a complex-feature shard's CPU), or `sha256` (what stores
-    written before 2026-11-21 recorded)."""
+    (zarr's own chunk checksum, hardware-accelerated by google-crc32c and several times faster than sha256,
+    which had been a noticeable share of a feature shard's CPU), or `sha256` (what stores written before
+    2026-11-21 recorded)."""
     data = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<"), copy=False))
     raw = data.reshape(-1).view(np.uint8)  # the buffer itself: no copy
     if algorithm == "sha256":
@@ -246,7 +246,7 @@ def encode_chunks(metadata: ArrayV3Metadata, data: np.ndarray, encode) -> dict[s
     """{chunk key: its byte parts} of a new array (chunks whole along all axes but time), encoded as zarr
     encodes them, or with sharding all in the one shard, indexed as zarr indexes them. Equivalent to
     `array[:] = data` for the codecs of `chunk_encoder`, without zarr's per-chunk fill-and-copy and
-    event-loop round trips: measured 1.5-2x less CPU per array."""
+    event-loop round trips, for less CPU per array (docs/BENCHMARKS.md)."""
     sharded = inner_codecs(metadata.codecs)[1]
     time_chunk = (sharded or metadata.chunk_grid.chunk_shape)[0]
     data = np.ascontiguousarray(data.astype(data.dtype.newbyteorder("<"), copy=False))
@@ -296,8 +296,8 @@ def write_array_metadata(folder: str, metadata: ArrayV3Metadata) -> None:
 
 def read_local_array(folder: str) -> np.ndarray | None:
     """A whole local array `LocalChunks` can read, decoded by numcodecs straight into the result, or for raw
-    chunks read straight into it (no bytes object, no copy: 446 MB of audio in 0.06 s against 0.37 s
-    decoding LZ4); None for anything else, or any missing or damaged chunk (zarr then decides: it reads a
+    chunks read straight into it (no bytes object, no copy, several times faster than decoding LZ4); None
+    for anything else, or any missing or damaged chunk (zarr then decides: it reads a
     missing chunk as the fill value). Spans of an array: `LocalChunks`."""
     chunks = LocalChunks.open(folder)
     if chunks is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 import re
@@ -53,23 +54,42 @@ class Config:
 
 
 class Registry(Generic[T]):
-    """Components chosen by name; an unknown name raises an error listing the valid ones."""
+    """Components chosen by name; an unknown name raises an error listing the valid ones. `load`, when
+    given, is called before the first look-up (plugins that register their components on import)."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, load: Callable[[], None] | None = None) -> None:
         self.what = what
         self._items: dict[str, T] = {}
+        self._declared: dict[str, str] = {}
+        self._load = load
+
+    def declare(self, name: str, target: str) -> None:
+        """Name a component by its import path ("package.module:attribute") without importing it: a
+        component whose module is slow to import (or imports this registry's module) is loaded on first
+        use only, the way entry points are."""
+        if name in self._items or name in self._declared:
+            raise ValueError(f"{self.what} {name!r} is registered twice")
+        self._declared[name] = target
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorate(obj: T) -> T:
-            if name in self._items:
+            if name in self._items or name in self._declared:
                 raise ValueError(f"{self.what} {name!r} is registered twice")
             self._items[name] = obj
             return obj
 
         return decorate
 
+    def _resolve(self, name: str) -> None:
+        if name in self._declared and name not in self._items:
+            module, attribute = self._declared[name].split(":")
+            self._items[name] = getattr(importlib.import_module(module), attribute)
+
     def get(self, name: str) -> T:
+        if self._load is not None:
+            self._load()
         try:
+            self._resolve(name)
             return self._items[name]
         except KeyError:
             raise NotFoundError(
@@ -77,10 +97,17 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        if self._load is not None:
+            self._load()
+        return sorted({*self._items, *self._declared})
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self.get(name)) for name in self.names()]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        if self._load is not None:
+            self._load()
+        return name in self._items or name in self._declared
 
 
 # Ids and names become parts of array paths and file names: keep them to a safe alphabet so that nothing
@@ -137,3 +164,17 @@ def parse_range(text: str, what: str) -> tuple[float, float]:
     if len(values) != 2 or not all(math.isfinite(v) for v in values) or values[0] > values[1]:
         raise ConfigError(f"Expected {what} as LOW:HIGH with LOW <= HIGH. Got {text!r} instead.")
     return values[0], values[1]
+
+
+def parse_assignments(pairs: Iterable[str], option: str) -> dict[str, Any]:
+    """["KEY=JSON", ...] (a repeatable command-line option) -> {key: value}; a bare word is a string."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Expected {option} KEY=VALUE. Got {pair!r} instead.")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

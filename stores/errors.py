@@ -25,3 +25,7 @@ class IntegrityError(SpecstoreError):
 
 class DownloadError(SpecstoreError):
     """A download failed: the server refused, the transfer broke off, or the checksum did not match."""
+
+
+class FeatureRangeError(ConfigError):
+    """Features whose values do not fit the dtype that stores them (float16: ±65504; float32: ±3.4e38)."""

@@ -80,7 +80,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         [
             ("feature_id", pa.string()),
             ("kind", pa.string()),
-            ("pairset", pa.string()),
+            ("pairset", pa.string()),  # null for a corpus's features
+            ("corpus", pa.string()),  # set for a corpus's features (null for a pair set's); added later:
+            # sets written before read it as null
             ("config_json", pa.string()),
             ("created_at", TS),
             ("code_version", pa.string()),

@@ -1,7 +1,7 @@
 """Per-thread work memory kept between calls.
 
-Memory a process has not touched yet costs a page fault per 4 KiB page: on the 2-core test VM about 0.35 ms
-per MB, three to four times the cost of writing it. Arrays of a megabyte or more come fresh from mmap on
+Memory a process has not touched yet costs a page fault per 4 KiB page, several times the cost of writing
+it (docs/BENCHMARKS.md). Arrays of a megabyte or more come fresh from mmap on
 every allocation, so code that runs the same shapes again and again (STFT blocks signal after signal, a
 feature shard's arrays and audio shard after shard in one worker thread) takes its memory from here.
 

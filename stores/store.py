@@ -1,8 +1,9 @@
 """The store: a root URL holding `arrays.zarr` (one Zarr v3 group) and Parquet tables under `tables/`.
 
 Any fsspec URL works as a root (a local folder, `memory://…`, `s3://…`); local paths go through zarr's
-`LocalStore` and fsspec's local filesystem, everything else through `FsspecStore`, so both use one code path
-above this module.
+`LocalStore` and fsspec's local filesystem, everything else through `FsspecStore`. Arrays are written and
+read through one backend interface chosen once per store (`stores.arrays`): the direct path for local
+folders, zarr's own everywhere else or when asked for.
 
 Commit protocol: a task writes its arrays first, then its side-table parts, then its commit part last; every
 part is written under a staging name that readers ignore (pyarrow skips names starting with `_`) and moved
@@ -12,54 +13,55 @@ are derived from the task's shard id, so a rerun of the same shard replaces its 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
-import re
 import uuid
 from functools import cached_property
 
 import fsspec
-import google_crc32c
 import numcodecs
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import BloscCodec
 from zarr.storage import FsspecStore, LocalStore
 
-from stores.chunks import (
-    CHUNK_KEY_ENCODING,
-    LocalChunks,
-    array_checksum,
-    array_metadata,
-    chunk_key,
-    encode_chunks,
-    fresh_array_folder,
-    metadata_encoder,
-    read_local_array,
-    read_metadata,
-    shard_index_of_sizes,
-    write_array_metadata,
-    write_local_array,
-)
+from stores.arrays import CHECKSUM_ATTR, DirectArrays, ZarrArrays, parse_backend
+from stores.audio_index import read_audio
+from stores.chunks import LocalChunks
+from stores.commits import committed_rows, key_filter
 from stores.config import parse_name, parse_positive_int
-from stores.errors import ConfigError, NotFoundError
+from stores.errors import ConfigError
+from stores.featureset import FeatureSet
 from stores.schema import rows_to_table, table_schema
+from stores.tables import (
+    is_local,
+    is_store,
+    locate,
+    missing_store,
+    part_names,
+    redact,
+    remote_options,
+    table_dataset,
+)
+
+__all__ = ["CHECKSUM_ATTR", "Store", "attrs_json", "now_utc", "open_store", "redact"]
 
 FORMAT_VERSION = 1
 DEFAULT_SAMPLE_RATE = 16000
 STAGING = "_staging"
-# the attribute holding an array's values checksum (`verify` also accepts the older "sha256")
-CHECKSUM_ATTR = "crc32c"
-# Audio arrays are stored with byte-shuffled LZ4 (it reads 4x faster than zarr's default zstd) where that
-# pays, else raw. Audio decoded from 16-bit files keeps 16 significant bits per float32 and LZ4 stores it in
-# about half its bytes (real VoiceBank-DEMAND, clean speech and noise recordings: 0.46-0.62); mixtures,
-# scaled noise and resampled speech use every mantissa bit and LZ4 saves only 10-13 %, for reads 3-5x
-# slower than a raw read (446 MB of pair audio: 0.2-0.3 s of decoding against 0.06 s read straight into
-# memory; every feature set, evaluation and waveform training run reads the pairs again).
+READ_ATTEMPTS = 5  # a table read that meets a part removed since the listing starts again
+# Audio arrays are stored with byte-shuffled LZ4 (it reads several times faster than zarr's default zstd)
+# where that pays, else raw. Audio decoded from 16-bit files keeps 16 significant bits per float32 and LZ4
+# stores it in about half its bytes; mixtures, scaled noise and resampled speech use every mantissa bit, LZ4
+# saves little on them and decoding makes reads several times slower than raw chunks read straight into
+# memory, and every feature set, evaluation and waveform training run reads the pairs again
+# (docs/BENCHMARKS.md, "Audio codec").
 AUDIO_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 AUDIO_MIN_SAVING = 0.2  # LZ4 must save at least a fifth of an audio array's bytes
 AUDIO_PROBES, AUDIO_PROBE_SAMPLES = 8, 1 << 15  # spread over the array: leading silence is not typical
@@ -80,10 +82,6 @@ def audio_codec(samples: np.ndarray) -> BloscCodec | None:
     return AUDIO_CODEC if len(lz4.encode(probe)) <= (1 - AUDIO_MIN_SAVING) * probe.nbytes else None
 
 
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -91,10 +89,12 @@ def now_utc() -> dt.datetime:
 class Store:
     """A specstore at `root`. Create with `open_store`."""
 
-    def __init__(self, root: str, fs: fsspec.AbstractFileSystem, path: str) -> None:
+    def __init__(self, root: str, fs: fsspec.AbstractFileSystem, path: str, backend: str = "zarr") -> None:
         self.root = root
         self.fs = fs
         self.path = path.rstrip("/")
+        # how arrays are written and read, chosen once for the store (`stores.arrays`)
+        self.backend = DirectArrays(self) if backend == "direct" else ZarrArrays(self)
 
     # ------------------------------------------------------------------ layout
     def _join(self, *parts: str) -> str:
@@ -103,7 +103,7 @@ class Store:
     @cached_property
     def arrays(self) -> zarr.Group:
         """The Zarr v3 group holding every array of the store."""
-        if _is_local(self.root):
+        if is_local(self.root):
             zstore = LocalStore(self._join("arrays.zarr"))
         else:
             zstore = FsspecStore.from_url(
@@ -122,26 +122,22 @@ class Store:
 
     def table(self, name: str) -> ds.Dataset:
         """The table as a `pyarrow.dataset.Dataset` (empty, with its schema, before the first write)."""
-        schema = table_schema(name)
-        path = self.table_path(name)
-        if not self.part_names(name):
-            return ds.dataset(pa.table({f.name: [] for f in schema}, schema=schema))
-        return ds.dataset(path, format="parquet", partitioning="hive", filesystem=self.fs, schema=schema)
+        return table_dataset(self.fs, self.table_path(name), name)
 
     def read_table(self, name: str, filter=None, columns: list[str] | None = None) -> pa.Table:
-        return self.table(name).to_table(filter=filter, columns=columns)
+        """The rows of a table (`columns` may name `__filename`: the part each row is in). A part removed
+        between listing the table and reading it (`specstore rm`) makes the read start again."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return self.table(name).to_table(filter=filter, columns=columns)
+            except FileNotFoundError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def part_names(self, name: str) -> list[str]:
         """Committed part names (without `.parquet`) of a table; staging files are not listed."""
-        path = self.table_path(name)
-        if not self.fs.exists(path):
-            return []
-        names = []
-        for entry in self.fs.ls(path, detail=False):
-            base = entry.rstrip("/").rsplit("/", 1)[-1]
-            if base.endswith(".parquet") and not base.startswith(("_", ".")):
-                names.append(base[: -len(".parquet")])
-        return sorted(names)
+        return part_names(self.fs, self.table_path(name))
 
     def write_part(self, name: str, part: str, rows: list[dict] | pa.Table) -> str:
         """Write one part of a table atomically (staging file, then a move); same part name = replace,
@@ -155,7 +151,8 @@ class Store:
         final = f"{path}/{part}.parquet"
         self.fs.makedirs(f"{path}/{STAGING}", exist_ok=True)
         for leftover in self.fs.glob(f"{path}/{STAGING}/{part}.*.parquet"):
-            self.fs.rm(leftover)
+            with contextlib.suppress(FileNotFoundError):  # collected meanwhile (`specstore gc`)
+                self.fs.rm(leftover)
         with self.fs.open(staging, "wb") as handle:
             pq.write_table(table, handle, compression="zstd")
         self.fs.mv(staging, final)
@@ -163,164 +160,184 @@ class Store:
 
     def commit(self, parts: dict[str, list[dict] | pa.Table], commit_table: str, shard: str) -> None:
         """Write a shard's side-table parts, then its commit-table part last: the shard is committed when
-        `commit_table/part-<shard>` exists (even with zero rows)."""
+        `commit_table/part-<shard>` exists (even with zero rows). A side table with no rows gets no part
+        (most ingest shards reject nothing: an empty `rejects` part per shard doubled ingest's parts); one
+        left by an earlier, killed write of the same shard is removed instead."""
         for name, rows in parts.items():
-            if name != commit_table:
+            if name == commit_table:
+                continue
+            if len(rows) if isinstance(rows, list) else rows.num_rows:
                 self.write_part(name, f"part-{shard}", rows)
+            else:
+                self._remove_file(f"{self.table_path(name)}/part-{shard}.parquet")
         self.write_part(commit_table, f"part-{shard}", parts.get(commit_table, []))
+
+    def uncommit(self, commit_table: str, shards) -> int:
+        """Uncommit shards: remove their commit parts where present; -> the bytes freed. With `remove_rows`,
+        the one way rows leave the store (repair, `specstore rm`)."""
+        freed, path = 0, self.table_path(commit_table)
+        for shard in sorted(shards):
+            freed += self._remove_file(f"{path}/part-{shard}.parquet")
+        return freed
+
+    def remove_rows(self, name: str, keys: dict[str, object]) -> int:
+        """Remove the rows of a table whose columns equal `keys`, whatever parts hold them: each such part
+        is rewritten without them (atomically, as `write_part`) or removed when none is left; -> the bytes
+        freed. Parts may hold the rows of several shards or objects."""
+        if not self.part_names(name):
+            return 0
+        found = self.read_table(name, filter=key_filter(keys), columns=["__filename"])
+        freed, schema = 0, table_schema(name)
+        for path in sorted(set(found["__filename"].to_pylist())):
+            try:
+                before = self.fs.size(path)
+                rows = ds.dataset(path, format="parquet", filesystem=self.fs, schema=schema).to_table()
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            matches = pc.fill_null(_matches(rows, keys), False)
+            kept = rows.filter(pc.invert(matches))
+            if kept.num_rows == 0:
+                freed += self._remove_file(path)
+                continue
+            base = path.rstrip("/").rsplit("/", 1)[-1][: -len(".parquet")]
+            freed += before - self.fs.size(self.write_part(name, base, kept))
+        return freed
+
+    def _remove_file(self, path: str) -> int:
+        try:
+            size = self.fs.size(path)
+            self.fs.rm(path)
+        except FileNotFoundError:
+            return 0
+        return size
 
     def committed_shards(self, commit_table: str) -> set[str]:
         return {p[len("part-") :] for p in self.part_names(commit_table) if p.startswith("part-")}
 
-    # ------------------------------------------------------------------ audio
+    def committed_rows(self, table: str, columns: list[str] | None = None, **keys: object) -> list[dict]:
+        """Rows of `table` with these column values whose shard is committed (`stores.commits`)."""
+        return committed_rows(self, table, columns, **keys)
+
+    # ------------------------------------------------------------------ arrays
+    def array_location(self, path: str = "") -> str:
+        """The folder or URL path of an array (or of the arrays group, for "")."""
+        return self._join("arrays.zarr", path) if path else self._join("arrays.zarr")
+
     def write_audio_array(self, path: str, samples: np.ndarray, attrs: dict, chunk: int = 1 << 20) -> None:
         """One shard's utterances, concatenated along time, as a float32 array (replaced if present), LZ4
         compressed where that saves at least a fifth of its bytes, else raw (see `audio_codec`)."""
         samples = samples.astype(np.float32, copy=False)
         self.write_array(path, samples, attrs, (chunk,), audio_codec(samples))
 
-    def array_writer(
-        self, path: str, tail: tuple[int, ...], dtype, chunk: int, attrs: dict, codec
-    ) -> ArrayWriter:
-        """An `ArrayWriter`: rows appended a batch at a time, stored as `write_array` stores them all."""
-        return ArrayWriter(self, path, tail, dtype, chunk, attrs, codec)
-
-    def local_chunks(self, path: str) -> LocalChunks | None:
-        """A local array's `LocalChunks` (ranges read without zarr); None elsewhere or for what it cannot read."""
-        return LocalChunks.open(self._join("arrays.zarr", path)) if _is_local(self.root) else None
-
     def write_array(self, path: str, data: np.ndarray, attrs: dict, chunks: tuple[int, ...], codec) -> None:
-        """Write one task's whole array (replaced if present); `chunks` gives the leading (time) chunk
-        length, the other axes are whole. An array of more than one chunk is one zarr shard (one file or
-        object, its chunks inside, each still read on its own): creating a file costs ~1 ms of system
-        time on the test machine's ext4 (more right after files were deleted: 14 % of a magnitude feature
-        run's CPU went to inode allocation), and object stores charge per request. Every chunk is written,
-        even all-zero ones, so a missing chunk always means damage; the checksum of the values is an
-        attribute (what `verify` checks). Local stores are written by `stores.chunks` (zarr's format,
-        without its event loop); other stores and codecs through zarr."""
-        time_chunk = min(chunks[0], max(1, data.shape[0]))
-        count = -(-data.shape[0] // time_chunk)
-        inner = (time_chunk, *data.shape[1:])
-        shards = (count * time_chunk, *data.shape[1:]) if count > 1 else None
-        attributes = {**attrs, CHECKSUM_ATTR: array_checksum(data)}
-        if _is_local(self.root):
-            metadata = array_metadata(data.shape, data.dtype, inner, shards, codec, attributes)
-            encode = metadata_encoder(metadata)
-            if encode is not None:
-                write_local_array(self._join("arrays.zarr"), path, metadata, data, encode)
-                return
-        array = self.arrays.create_array(
-            path,
-            shape=data.shape,
-            chunks=inner,
-            shards=shards,
-            dtype=data.dtype,
-            overwrite=True,
-            fill_value=0,
-            compressors=codec,
-            # given at creation: `attrs.update` afterwards rewrites the metadata once per key (measured
-            # 1.4 s for 44 arrays of 10 keys)
-            attributes=attributes,
-            config={"write_empty_chunks": True},
-            chunk_key_encoding=CHUNK_KEY_ENCODING,
-        )
-        encode = metadata_encoder(array.metadata)
-        if encode is None:
-            array[:] = data  # codecs `stores.chunks` does not encode itself: zarr's own path
-            return
-        base = self._join("arrays.zarr", path)
-        for key, parts in encode_chunks(array.metadata, data, encode).items():
-            self.fs.pipe_file(f"{base}/{key}", b"".join(bytes(p) for p in parts))
+        """One task's whole array (replaced if present); `chunks` gives the leading (time) chunk length, the
+        other axes are whole. An array of more than one chunk is one zarr shard (one file or object, each
+        chunk still read on its own): a file per chunk would cost inode allocations on local disks and
+        requests on object stores. The values' checksum is an attribute (what `verify` checks)."""
+        self.backend.write(path, data, attrs, chunks, codec)
+
+    def array_writer(self, path: str, tail: tuple[int, ...], dtype, chunk: int, attrs: dict, codec):
+        """A writer of rows appended a batch at a time, stored as `write_array` stores them all."""
+        return self.backend.writer(path, tail, dtype, chunk, attrs, codec)
 
     def read_array(self, path: str) -> np.ndarray:
-        """A whole array's values. In a local store, arrays `stores.chunks` can decode are read file by file
-        and decoded by numcodecs straight into the result (raw chunks read straight into it): measured
-        0.27 s against zarr's 0.48 s for 445 MB of LZ4 audio, and no round trips through zarr's event-loop
-        thread, which the other shard threads wait on. Anything else (and any missing chunk, which zarr
-        reads as the fill value) goes through zarr. Spans of an array: `local_chunks`."""
-        if _is_local(self.root):
-            values = read_local_array(self._join("arrays.zarr", path))
-            if values is not None:
-                return values
-        return np.asarray(self.arrays[path][:])
+        """A whole array's values."""
+        return self.backend.read(path)
+
+    def read_rows(self, path: str, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop of an array (along time)."""
+        return self.backend.read_rows(path, start, stop)
+
+    def span_reader(self, path: str) -> LocalChunks | None:
+        """A reader of ranges of a local array into given memory, or None (then use `read_rows`)."""
+        return self.backend.spans(path)
 
     def has_array(self, path: str) -> bool:
-        if _is_local(self.root):  # without a round trip through zarr's event loop
-            return read_metadata(self._join("arrays.zarr", path)) is not None
-        return path in self.arrays and isinstance(self.arrays[path], zarr.Array)
+        return self.backend.exists(path)
+
+    def array_attrs(self, path: str) -> dict:
+        return self.backend.attrs(path)
+
+    def group_attrs(self, path: str) -> dict | None:
+        """The attributes of the group at `path` (e.g. a pair set's config), or None where there is none."""
+        try:
+            node = self.arrays[path]
+        except KeyError:
+            return None
+        return dict(node.attrs) if isinstance(node, zarr.Group) else None
+
+    def group_members(self, path: str) -> dict[str, str]:
+        """{name: "array" or "group"} of the members of the group at `path` ({} where there is none)."""
+        try:
+            node = self.arrays[path]
+        except KeyError:
+            return {}
+        if not isinstance(node, zarr.Group):
+            return {}
+        return {name: "group" if isinstance(m, zarr.Group) else "array" for name, m in node.members()}
+
+    def remove_array(self, path: str) -> int:
+        """Remove an array or group of arrays (its folder or objects) where present; -> the bytes freed.
+        Every array's metadata goes first, then its chunks: a reader is never handed an array whose
+        chunks are missing (zarr would read them as the fill value), only no array."""
+        location = self.array_location(path)
+        try:
+            files = self.fs.find(location, detail=True)
+        except FileNotFoundError:
+            return 0
+        if not files:
+            return 0
+        metadata = sorted((p for p in files if p.endswith("/zarr.json")), key=lambda p: -p.count("/"))
+        if metadata:
+            self.fs.rm(metadata)
+        if self.fs.exists(location):
+            self.fs.rm(location, recursive=True)
+        return sum(int(info.get("size") or 0) for info in files.values())
+
+    def set_group_attrs(self, path: str, attrs: dict) -> None:
+        """Create the group at `path` where missing and set these attributes on it."""
+        group = self.arrays[path] if path in self.arrays else self.arrays.create_group(path)
+        group.attrs.update(attrs)
 
     def read_samples(self, array: str, offset: int, num_samples: int) -> np.ndarray:
-        return np.asarray(self.arrays[array][offset : offset + num_samples], dtype=np.float32)
+        return self.read_rows(array, offset, offset + num_samples).astype(np.float32, copy=False)
 
     def audio(self, name: str, utterance_id: str, role: str = "clean") -> np.ndarray:
         """float32 samples of an utterance of a corpus (`role` clean) or of a pair set (`input`, `clean`,
         `noise`) at the store's sample rate."""
-        from stores.audio_index import read_audio  # local import: keeps this module free of pair logic
-
         return read_audio(self, name, utterance_id, role)
 
-    def features(self, feature_id: str):
+    def features(self, feature_id: str) -> FeatureSet:
         """A committed feature set: `.read(utterance_id, role)` gives time-major arrays."""
-        from stores.featureset import FeatureSet
-
         return FeatureSet(self, feature_id)
 
 
-def remote_options(url: str) -> dict:
-    """Storage options for a store URL. Object stores must not cache listings: other processes (Dask
-    workers, concurrent runs) add table parts and arrays, and a cached listing would hide them."""
-    if _is_local(url) or url.startswith("memory://"):
-        return {}
-    return {"use_listings_cache": False}
+def _matches(rows: pa.Table, keys: dict[str, object]) -> pa.ChunkedArray:
+    """Which rows have these column values (null where a compared value is null)."""
+    mask = None
+    for column, value in keys.items():
+        term = pc.equal(rows[column], pa.scalar(value, rows.schema.field(column).type))
+        mask = term if mask is None else pc.and_(mask, term)
+    return mask
 
 
-def redact(text: str, url: str | None = None) -> str:
-    """`text` without credentials: any `scheme://user:secret@` userinfo, and every occurrence of the user
-    name and secret of `url` (libraries quote them in their own errors without the scheme)."""
-    text = re.sub(r"(?<=://)[^/@\s]*@", "***@", text)
-    if url:
-        match = re.match(r"^[a-z0-9+.-]+://([^/@\s]*)@", url, re.IGNORECASE)
-        for secret in match.group(1).split(":") if match else []:
-            if secret:
-                text = text.replace(secret, "***")
-    return text
-
-
-def _check_reachable(fs: fsspec.AbstractFileSystem, path: str, root: str) -> None:
-    try:
-        fs.exists(path)
-    except Exception as exc:  # any transport error: one clear line for the user
-        raise ConfigError(
-            f"Expected a reachable store URL. Got {redact(root)!r} instead ({type(exc).__name__}: {redact(str(exc), root)})."
-        ) from exc
-
-
-def open_store(root: str | os.PathLike, create: bool = True, sample_rate: int | None = None) -> Store:
+def open_store(
+    root: str | os.PathLike, create: bool = True, sample_rate: int | None = None, arrays: str | None = None
+) -> Store:
     """Open the store at `root` (a folder or fsspec URL), creating it when missing and `create` is set.
 
     `sample_rate` fixes the rate of a new store (16 kHz by default); asking an existing store for another rate
-    is an error, because every stored array is at the store's one rate.
+    is an error, because every stored array is at the store's one rate. `arrays` chooses the arrays backend:
+    `direct` (local folders' default) or `zarr` (zarr's own path; the default elsewhere, and wherever
+    $SPECSTORE_ARRAYS says so).
     """
-    root = os.fspath(root)
-    if not root:
-        raise ConfigError("Expected a store root (a folder or URL). Got '' instead.")
-    try:
-        fs, path = fsspec.core.url_to_fs(root, **remote_options(root))
-    except (ImportError, ValueError) as exc:  # unknown protocol, or its filesystem package is not installed
-        raise ConfigError(
-            f"Expected a store URL specstore can open. Got {redact(root)!r} instead ({redact(str(exc), root)})."
-        ) from None
-    if _is_local(root):
-        root = path = os.path.abspath(path)
-    _check_reachable(fs, path, root)
-    meta_path = f"{path.rstrip('/')}/arrays.zarr/zarr.json"
-    if not fs.exists(meta_path):
+    root, fs, path = locate(root)
+    backend = parse_backend(arrays, is_local(root))
+    if not is_store(fs, path):
         if not create:
-            raise NotFoundError(
-                f"Expected an existing store. Got {redact(root)!r} instead (no arrays.zarr there)."
-            )
+            raise missing_store(root)
         fs.makedirs(f"{path.rstrip('/')}/tables", exist_ok=True)
-        store = Store(root, fs, path)
+        store = Store(root, fs, path, backend)
         store.arrays.attrs.update(
             {
                 "sample_rate": parse_positive_int(sample_rate or DEFAULT_SAMPLE_RATE, "sample_rate"),
@@ -328,7 +345,7 @@ def open_store(root: str | os.PathLike, create: bool = True, sample_rate: int | 
             }
         )
         return store
-    store = Store(root, fs, path)
+    store = Store(root, fs, path, backend)
     if sample_rate is not None and sample_rate != store.sample_rate:
         raise ConfigError(
             f"Expected the store's sample rate {store.sample_rate} Hz (fixed at creation). Got {sample_rate} instead."
@@ -339,108 +356,3 @@ def open_store(root: str | os.PathLike, create: bool = True, sample_rate: int | 
 def attrs_json(value: dict) -> dict:
     """Attributes must be plain JSON; round-trip to catch numpy scalars early."""
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-class ArrayWriter:
-    """Rows appended in order (`append`, then `close`), stored exactly as `Store.write_array(path, all rows,
-    attrs, (chunk,), codec)` stores them (byte-identical: tested), holding one chunk of rows at a time in a
-    local store: a feature shard's memory is then a batch of its pairs, not the whole shard (pair shards
-    grow with the corpus). Up to one chunk it is `write_array` itself; beyond, the shard file is written
-    chunk by chunk, its index and `zarr.json` at `close`. Other stores and codecs keep the rows and call
-    `write_array` at `close`."""
-
-    def __init__(self, store: Store, path: str, tail: tuple[int, ...], dtype, chunk: int, attrs: dict, codec):
-        self.store, self.path, self.attrs, self.codec = store, path, attrs, codec
-        self.chunk, self.rows, self._crc = chunk, 0, 0
-        self._block = np.empty((chunk, *tail), dtype=dtype)  # the chunk being filled
-        self._filled = 0
-        self._file = None  # the shard file, once a second chunk begins
-        self._encode, self._sizes, self._kept = None, [], None  # _kept: rows held for write_array
-
-    def append(self, rows: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype=self._block.dtype)
-        # the values' CRC-32C (the checksum attribute, as array_checksum), extended a batch at a time
-        self._crc = google_crc32c.extend(self._crc, self._little(rows))
-        done = 0
-        while done < rows.shape[0]:
-            if self._filled == self.chunk:
-                self._spill()
-            if self._filled == 0 and rows.shape[0] - done > self.chunk:
-                # a whole chunk with more rows after it leaves straight from the caller's rows: copying it
-                # into the chunk buffer first was 6 % of a complex shard's CPU (2.3 GB per hour of pairs)
-                self._emit(rows[done : done + self.chunk])
-                done += self.chunk
-                continue
-            take = min(self.chunk - self._filled, rows.shape[0] - done)
-            self._block[self._filled : self._filled + take] = rows[done : done + take]
-            self._filled, done = self._filled + take, done + take
-        self.rows += rows.shape[0]
-
-    def _spill(self) -> None:
-        self._emit(self._block)
-        self._filled = 0
-
-    def _emit(self, chunk_rows: np.ndarray) -> None:
-        """A full chunk leaves memory: encoded into the shard file, or kept (copied) for write_array."""
-        if self._file is None and self._kept is None:
-            self._start()
-        if self._kept is not None:
-            self._kept.append(chunk_rows.copy())
-        else:
-            payload = memoryview(self._encode(self._little(chunk_rows))).cast("B")
-            self._file.write(payload)
-            self._sizes.append(len(payload))
-
-    def _start(self) -> None:
-        tail = self._block.shape[1:]
-        if _is_local(self.store.root):
-            probe = array_metadata(
-                (2 * self.chunk, *tail),
-                self._block.dtype,
-                self._block.shape,
-                (2 * self.chunk, *tail),
-                self.codec,
-                {},
-            )
-            self._encode = metadata_encoder(probe)
-        if self._encode is None:
-            self._kept = []
-            return
-        arrays = self.store._join("arrays.zarr")
-        self._folder = fresh_array_folder(arrays, self.path)
-        self._file = open(f"{self._folder}/{chunk_key(probe, len(self._block.shape), 0)}", "wb")  # noqa: SIM115
-
-    @staticmethod
-    def _little(block: np.ndarray) -> np.ndarray:
-        return block.astype(block.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
-
-    def __enter__(self) -> ArrayWriter:
-        return self
-
-    def __exit__(self, kind, *exc) -> None:
-        if kind is None:
-            self.close()
-        elif self._file is not None:  # failed: no zarr.json, so the folder reads as no array
-            self._file.close()
-
-    def close(self) -> None:
-        last = self._block[: self._filled]
-        if self._file is None:
-            data = last if self._kept is None else np.concatenate([*self._kept, last])
-            self.store.write_array(self.path, data, self.attrs, (self.chunk,), self.codec)
-            return
-        self._block[self._filled :] = 0  # zarr stores the edge chunk whole, padded with the fill value
-        self._spill()
-        self._file.write(shard_index_of_sizes(self._sizes))
-        self._file.close()
-        shape, count = (self.rows, *self._block.shape[1:]), len(self._sizes)
-        attributes = {**self.attrs, CHECKSUM_ATTR: f"{self._crc:08x}"}
-        metadata = array_metadata(
-            shape,
-            self._block.dtype,
-            self._block.shape,
-            (count * self.chunk, *shape[1:]),
-            self.codec,
-            attributes,
-        )
-        write_array_metadata(self._folder, metadata)

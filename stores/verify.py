@@ -7,29 +7,39 @@ owns (staging files, arrays and side-table parts of shards that never committed)
 
 Repair (`pipelines.repair`) removes leftovers and uncommits damaged shards, then recomputes them from the
 lineage their rows and attributes record.
+
+An object with a removal record (`specstore rm` running, or killed) is not checked: its partly removed
+pieces are not damage. The unfinished removal is reported instead, and `--repair` (like a rerun of `rm`,
+or `specstore gc`) finishes it.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
+import zarr
 
-from stores.store import CHECKSUM_ATTR, STAGING, Store, array_checksum
-
-# the tables whose parts commit shards
-COMMITS = ("utterances", "pairs", "feature_frames")
+from stores.arrays import CHECKSUM_ATTR
+from stores.chunks import array_checksum
+from stores.commits import COMMIT_TABLES
+from stores.paths import AUDIO, FEATURES, PAIRS, STATS, SUMS_PREFIX, feature_stats, member
+from stores.schema import SCHEMAS
+from stores.store import STAGING, Store
+from stores.tombstones import pending
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # damaged | leftover
+    kind: str  # damaged | leftover | pending
     what: str  # the array, table part or feature set affected
     detail: str
     table: str | None = None  # for damaged shards: the commit table and shard
     shard: str | None = None
+    object: str | None = None  # for a pending removal: the object id
 
     def line(self) -> str:
         return f"{self.kind}: {self.what}: {self.detail}"
@@ -39,16 +49,37 @@ def _shard_arrays(table: str, row: dict) -> list[str]:
     if table == "utterances":
         return [row["array"]]
     if table == "pairs":
-        return [f"{row['array']}/{role}" for role in (row["roles"] or "").split(",") if role]
+        return [member(row["array"], role) for role in (row["roles"] or "").split(",") if role]
     return []  # feature shards: every array under the group, found by listing
 
 
-def _group_arrays(store: Store, group: str) -> list[str]:
-    try:
-        node = store.arrays[group]
-    except KeyError:
-        return []
-    return [f"{group}/{name}" for name, _ in node.arrays()]
+class _Nodes:
+    """Array shapes and group members, each looked up once per verify: a zarr lookup costs about a
+    millisecond, and rows share their shard's few arrays (looking them up per row made verify cost
+    ~20 ms per item)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self._shapes, self._groups = store, {}, {}
+
+    def shape(self, path: str) -> tuple[int, ...] | None:
+        """The array's shape, None where there is no array."""
+        if path not in self._shapes:
+            try:
+                node = self.store.arrays[path]
+            except KeyError:
+                node = None
+            self._shapes[path] = None if node is None or isinstance(node, zarr.Group) else node.shape
+        return self._shapes[path]
+
+    def group_arrays(self, group: str) -> list[str]:
+        if group not in self._groups:
+            try:
+                node = self.store.arrays[group]
+            except KeyError:
+                node = None
+            arrays = [] if not isinstance(node, zarr.Group) else node.arrays()
+            self._groups[group] = [member(group, name) for name, _ in arrays]
+        return self._groups[group]
 
 
 def missing_chunks(store: Store, path: str) -> list[str]:
@@ -57,7 +88,7 @@ def missing_chunks(store: Store, path: str) -> list[str]:
     array = store.arrays[path]
     stored = array.shards or array.chunks  # a sharded array stores one file per shard
     grid = [range(math.ceil(s / c)) if s else range(0) for s, c in zip(array.shape, stored, strict=True)]
-    prefix = f"{store.path}/arrays.zarr/{path}/"
+    prefix = store.array_location(path) + "/"
     present = {p[len(prefix) :] for p in store.fs.find(prefix.rstrip("/"))}
     expected = (array.metadata.encode_chunk_key(idx) for idx in itertools.product(*grid))
     return [key for key in expected if key not in present]
@@ -88,7 +119,7 @@ def check_array(store: Store, path: str, checksums: bool) -> list[str]:
     return []
 
 
-def _check_rows(store: Store, table: str, rows: list[dict]) -> list[str]:
+def _check_rows(nodes: _Nodes, table: str, rows: list[dict]) -> list[str]:
     problems = []
     for row in rows:
         if table == "utterances":
@@ -98,48 +129,58 @@ def _check_rows(store: Store, table: str, rows: list[dict]) -> list[str]:
         else:
             spans = [
                 (p, row["frame_offset"], row["num_frames"])
-                for p in _group_arrays(store, row["array"])
-                if not p.rsplit("/", 1)[-1].startswith("sums_")
+                for p in nodes.group_arrays(row["array"])
+                if not p.rsplit("/", 1)[-1].startswith(SUMS_PREFIX)
             ]
         for path, offset, n in spans:
-            if path in store.arrays and offset + n > store.arrays[path].shape[0]:
+            shape = nodes.shape(path)
+            if shape is not None and offset + n > shape[0]:
                 problems.append(f"row {row['utterance_id']} reads {path}[{offset}:{offset + n}] past its end")
     return problems
 
 
+# what verify reads of each commit table's rows
+ROW_COLUMNS = {
+    "utterances": ["shard", "utterance_id", "array", "offset", "num_samples"],
+    "pairs": ["shard", "utterance_id", "array", "offset", "num_samples", "roles"],
+    "feature_frames": ["shard", "utterance_id", "array", "frame_offset", "num_frames"],
+}
+
+
 def verify_commits(store: Store, table: str, checksums: bool) -> list[Problem]:
     rows_by_shard: dict[str, list[dict]] = {}
-    for row in store.read_table(table).to_pylist():
+    for row in store.read_table(table, columns=ROW_COLUMNS[table]).to_pylist():
         rows_by_shard.setdefault(row["shard"], []).append(row)
-    problems = []
+    problems, nodes = [], _Nodes(store)
     for shard in sorted(store.committed_shards(table)):
         rows = rows_by_shard.get(shard, [])
+        groups = {r["array"] for r in rows} if table == "feature_frames" else set()
         paths = sorted(
-            {p for r in rows for p in (_shard_arrays(table, r) or _group_arrays(store, r["array"]))}
+            {p for r in rows for p in _shard_arrays(table, r)}
+            | {p for g in groups for p in nodes.group_arrays(g)}
         )
         if table == "feature_frames" and rows and not paths:
-            paths = [f"{rows[0]['array']}/input"]  # the whole group is gone
-        found = [m for p in paths for m in check_array(store, p, checksums)] + _check_rows(store, table, rows)
+            paths = [member(rows[0]["array"], "input")]  # the whole group is gone
+        found = [m for p in paths for m in check_array(store, p, checksums)] + _check_rows(nodes, table, rows)
         problems += [Problem("damaged", f"{table} shard {shard}", m, table, shard) for m in found]
     return problems
 
 
 def verify_feature_sets(store: Store) -> list[Problem]:
-    import json
-
     problems = []
     frames = store.read_table("feature_frames", columns=["feature_id", "shard"]).to_pylist()
     committed = store.committed_shards("feature_frames")
+    with_shards = {f["feature_id"] for f in frames if f["shard"] in committed}
     for row in store.read_table("features").to_pylist():
         spec = json.loads(row["config_json"])
         fid = row["feature_id"]
-        if not any(f["feature_id"] == fid and f["shard"] in committed for f in frames):
+        if fid not in with_shards:
             problems.append(
                 Problem("damaged", f"feature set {fid}", "has no committed shards", "features", fid)
             )
         for role in spec.get("stats_frames") or {}:
             for stat in ("mean", "std"):
-                path = f"features/{fid}/stats/{role}_{stat}"
+                path = feature_stats(fid, role, stat)
                 for message in check_array(store, path, True):
                     problems.append(Problem("damaged", f"feature set {fid}", message, "features", fid))
     return problems
@@ -147,31 +188,63 @@ def verify_feature_sets(store: Store) -> list[Problem]:
 
 def find_leftovers(store: Store) -> list[Problem]:
     problems = []
-    for table in ("utterances", "rejects", "pairs", "feature_frames", "features", "models", "metrics"):
+    for table in SCHEMAS:
         staging = f"{store.table_path(table)}/{STAGING}"
         if store.fs.exists(staging):
             for path in store.fs.ls(staging, detail=False):
                 problems.append(Problem("leftover", path, "a table part whose write never finished"))
-    committed = set().union(*(store.committed_shards(t) for t in COMMITS))
+    committed = set().union(*(store.committed_shards(t) for t in COMMIT_TABLES))
     for part in store.part_names("rejects"):
         if part.startswith("part-") and part[5:] not in committed:
             problems.append(Problem("leftover", f"rejects/{part}", "rejects of a shard that never committed"))
-    for top in ("audio", "pairs", "features"):
+    for top in (AUDIO, PAIRS, FEATURES):
         if top not in store.arrays:
             continue
         for name, group in store.arrays[top].groups():
             for shard, _ in group.members():
-                if shard not in committed and shard != "stats":
+                if shard not in committed and shard != STATS:
                     problems.append(
-                        Problem("leftover", f"{top}/{name}/{shard}", "arrays of a shard that never committed")
+                        Problem(
+                            "leftover",
+                            member(member(top, name), shard),
+                            "arrays of a shard that never committed",
+                        )
                     )
     return problems
 
 
+def outside_removals(problems: list[Problem], records: list[dict]) -> list[Problem]:
+    """The problems that are not pieces of objects being removed."""
+    shards = {s for r in records for shards in r["uncommit"].values() for s in shards}
+    groups = [g for r in records for g in r["arrays"]]
+    objects = {r["object"] for r in records}
+
+    def removed(p: Problem) -> bool:
+        return (
+            p.shard in shards
+            or (p.table == "features" and f"features:{p.shard}" in objects)
+            or p.what in {f"rejects/part-{s}" for s in shards}
+            or any(p.what == g or p.what.startswith(f"{g}/") for g in groups)
+        )
+
+    return [p for p in problems if not removed(p)]
+
+
 def verify_store(store: Store, checksums: bool = True) -> list[Problem]:
+    records = pending(store)
     problems = []
-    for table in COMMITS:
+    for table in COMMIT_TABLES:
         problems += verify_commits(store, table, checksums)
     problems += verify_feature_sets(store)
     problems += find_leftovers(store)
+    problems = outside_removals(problems, records)
+    for record in records:
+        problems.append(
+            Problem(
+                "pending",
+                f"removal of {record['object']}",
+                "an rm that did not finish: rerun specstore rm, or run specstore gc or verify --repair",
+                object=record["object"],
+            )  # fmt: skip
+        )
     return problems

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flows import main
+from cli import main
 from stores import SpecstoreError, open_store
 
 
@@ -19,6 +19,8 @@ CASES = [
     (["ingest", "--corpus", "folder", "--source", ".", "--name", "caf\u00e9"], "Expected a corpus name"),
     (["ingest", "--corpus", "folder", "--source", ".", "--sample-rate", "0"], "sample_rate"),
     (["ingest", "--corpus", "folder", "--source", ".", "--shard-size", "0"], "--shard-size"),
+    (["ingest", "--corpus", "folder", "--source", ".", "--max-duration", "0"], "max_duration_s"),
+    (["ingest", "--corpus", "folder", "--source", ".", "--max-duration", "0.1"], "min_duration_s"),
     (
         ["pairs", "--corpus", "none", "--kind", "noisy", "--name", "p", "--noise", "demo", "--snr", "20:-5"],
         "LOW <= HIGH",

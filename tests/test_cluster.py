@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.cluster import accepted_arguments, cluster_runner, load_cluster_config, task_runner
+from pipelines.cluster import (
+    RunnerConfig,
+    accepted_arguments,
+    cluster_runner,
+    load_cluster_config,
+    task_runner,
+)
 from stores.errors import ConfigError, NotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,31 +164,29 @@ def test_a_missing_package_is_one_clear_error(monkeypatch, slurm_config):
 
 
 def test_task_runner_flags():
-    from argparse import Namespace
+    from dataclasses import replace
 
     from prefect_dask import DaskTaskRunner
 
-    args = Namespace(cluster=None, cluster_config=None, workers=2, dask_address="tcp://h:1", threads=True)
-    assert task_runner(args).address == "tcp://h:1"
+    config = RunnerConfig(workers=2, dask_address="tcp://h:1", threads=True)
+    assert task_runner(config).address == "tcp://h:1"
     with pytest.raises(ConfigError, match="Got both"):
-        task_runner(Namespace(**{**vars(args), "cluster": "slurm"}))
+        replace(config, cluster="slurm")
     with pytest.raises(ConfigError, match="--cluster-config alone"):
-        task_runner(Namespace(**{**vars(args), "cluster_config": "x.yaml"}))
-    local = task_runner(Namespace(**{**vars(args), "dask_address": None}))
+        replace(config, cluster_config="x.yaml")
+    local = task_runner(replace(config, dask_address=None))
     assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["processes"] is False
-    processes = task_runner(Namespace(**{**vars(args), "dask_address": None, "threads": False}))
+    processes = task_runner(replace(config, dask_address=None, threads=False))
     assert processes.cluster_kwargs["processes"] is True and processes.cluster_kwargs["n_workers"] == 2
 
 
 def test_cluster_ignores_the_local_threads_default(tmp_path, monkeypatch):
-    from argparse import Namespace
-
     pytest.importorskip("dask_jobqueue")
     monkeypatch.setenv("PREFECT_API_URL", "http://head:4200/api")
     path = tmp_path / "c.yaml"
     path.write_text("cores: 1\nmemory: 1GB\n")
-    args = Namespace(cluster="slurm", cluster_config=str(path), workers=3, dask_address=None, threads=True)
-    assert task_runner(args).cluster_kwargs["n_workers"] == 3
+    config = RunnerConfig(cluster="slurm", cluster_config=str(path), workers=3, threads=True)
+    assert task_runner(config).cluster_kwargs["n_workers"] == 3
 
 
 # ---------------------------------------------------------------------------------------------- a real cluster
@@ -271,7 +275,7 @@ def external_cluster(tmp_path, prefect_api):
 def _cli(*args, env=None, timeout=600):
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "flows", *map(str, args)],
+        [sys.executable, "-m", "cli", *map(str, args)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -40,7 +40,7 @@ def _features_cli(store, kind="reassigned", *extra):
     cmd = [
         sys.executable,
         "-m",
-        "flows",
+        "cli",
         "features",
         "--store",
         store.root,

@@ -1,17 +1,20 @@
 """The `specstore` command line and the ingest flow, end to end (Prefect server, local Dask cluster)."""
 
+import shutil
 import subprocess
 import sys
 
+import librosa
 import numpy as np
 import pytest
 
-from flows import main
+from cli import main
+from pipelines.fuzzing import with_flac_total_frames, with_wav_sample_rate
 from pipelines.synthesis import snr_db
 from pipelines.testing import make_bad_inputs
 from stores import open_store
 
-SPECSTORE = [sys.executable, "-m", "flows"]
+SPECSTORE = [sys.executable, "-m", "cli"]
 
 
 def run_cli(*args, timeout=300):
@@ -89,6 +92,27 @@ def test_cli_bad_folder_keeps_the_good_file(tmp_path, prefect_api):
         "truncated file: 1",
     ):
         assert reason in result.stdout
+
+
+def test_cli_ingest_rejects_damaged_headers_and_keeps_the_good_file(tmp_path, real_data, prefect_api):
+    """The issue's two files (a real WAV whose rate field reads 1 Hz, a real FLAC whose header declares
+    68,719,443,936 frames) beside a good one: exit 0, the good file ingested, both rejected; a rerun adds
+    nothing."""
+    folder = tmp_path / "hostile"
+    folder.mkdir()
+    clean = real_data / "clean"
+    shutil.copyfile(clean / "speechbrain__spk1_snt1.wav", folder / "good.wav")
+    wav = (clean / "pyroomacoustics__cmu_arctic_us_aew_a0001.wav").read_bytes()
+    (folder / "rate-1hz.wav").write_bytes(with_wav_sample_rate(wav, 1))
+    flac = (clean / "lhotse__2412-153948-0001.flac").read_bytes()
+    (folder / "frames-68g.flac").write_bytes(with_flac_total_frames(flac, 68_719_443_936))
+    args = ["ingest", "--corpus", "folder", "--source", folder, "--store", tmp_path / "s", "--quiet"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "1 utterances" in result.stdout
+    assert "implausible frame count: 1" in result.stdout and "unsupported sample rate: 1" in result.stdout
+    again = run_cli(*args)
+    assert again.returncode == 0 and "0 added now, 3 inputs already done" in again.stdout, again.stdout
 
 
 def test_cli_pairs_are_identical_with_one_or_two_workers(tmp_path, real_data, prefect_api):
@@ -235,3 +259,43 @@ def test_cli_features_bad_input(tmp_path, capsys):
     assert "Expected" in capsys.readouterr().err
     assert main(["features", "--store", str(tmp_path / "s"), "--pairs", "nope", "--kind", "magnitude"]) == 2
     assert "pair set" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_features_of_a_corpus_through_the_cli_and_a_rerun_computes_nothing(tmp_path, real_data, prefect_api):
+    store = tmp_path / "s"
+    ingest = run_cli("ingest", "--store", store, "--corpus", "folder", "--source", real_data / "clean",
+                     "--name", "real", "--quiet", "--workers", "2")  # fmt: skip
+    assert ingest.returncode == 0, ingest.stderr
+    args = ["features", "--corpus", "real", "--kind", "magnitude", "--quiet", "--workers", "2"] + ["--store", store]  # fmt: skip
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    feature_id = first.stdout.split()[2]
+    again = run_cli(*args)
+    assert again.returncode == 0 and f"feature set {feature_id} (magnitude) found" in again.stdout
+    assert "nothing computed" in again.stdout
+    st = open_store(store, create=False)
+    fs = st.features(feature_id)
+    (row,) = st.read_table("features").to_pylist()
+    assert (row["corpus"], row["pairset"]) == ("real", None) and fs.roles == ("clean",)
+    utterances = st.read_table("utterances").to_pylist()
+    assert sorted(fs.utterances()) == sorted(u["utterance_id"] for u in utterances)
+    for utt in fs.utterances()[:3]:
+        audio = st.audio("real", utt, "clean")
+        expected = np.abs(librosa.stft(audio, n_fft=512, hop_length=256)).T
+        np.testing.assert_allclose(fs.read(utt, "clean"), expected, atol=1e-4 * expected.max())
+    mean, std = fs.stats()
+    assert mean.shape == (257,) and (std > 0).all()
+
+
+def test_features_flow_refuses_a_kind_that_needs_a_model_without_one(demo_sets):
+    """`flows.py` never loads models (no torch): `training_flows.run_features` hands the flow the mask."""
+    from features import feature_config
+    from flows import features_flow
+    from pipelines.featurize import SignalSet
+    from stores.errors import ConfigError
+
+    root, _ = demo_sets
+    config = feature_config("decomposed", n=8, mask="model:crn-000000000000")
+    with pytest.raises(ConfigError, match="first-stage model 'crn-000000000000'"):
+        features_flow.fn(root, SignalSet("noisy"), config)

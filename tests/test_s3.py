@@ -77,7 +77,7 @@ def _voicebank(real: Path, dest: Path, train: int = 6) -> Path:
 
 def _run(outputs, *args, ok=True, timeout=600):
     result = subprocess.run(
-        [sys.executable, "-m", "flows", *map(str, args)],
+        [sys.executable, "-m", "cli", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -180,3 +180,71 @@ def test_parts_written_elsewhere_are_seen(s3, monkeypatch):
     other.pipe(f"{BUCKET}/elsewhere/tables/rejects/part-theirs.parquet", buffer.getvalue())
     assert st.part_names("rejects") == ["part-mine", "part-theirs"]
     assert st.read_table("rejects").num_rows == 0
+
+
+def test_the_catalogue_on_s3(s3, tmp_path, monkeypatch, capsys):
+    """ls, show, rm (its removal records, row removal and locks), gc and du on an S3 store."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cli
+    from features import feature_config
+    from pipelines.testing import build_demo_store
+    from stores import open_store
+    from stores.locks import _create_exclusive
+    from stores.store import Store
+    from stores.tombstones import pending
+    from stores.verify import verify_store
+
+    url = f"s3://{BUCKET}/catalogue"
+    kinds = {"mag": feature_config("magnitude"), "mel": feature_config("logmel")}
+    st, ids = build_demo_store(tmp_path, kinds, store=open_store(url))
+
+    def specstore(*args):
+        code = cli.main([*args, "--store", url])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def total() -> int:
+        return sum(int(i["size"]) for i in s3.find(f"{BUCKET}/catalogue", detail=True).values())
+
+    code, out, _ = specstore("ls", "--format", "json")
+    sizes = {o["id"]: o["bytes"] for o in json.loads(out)}
+    assert code == 0 and set(sizes) == {"corpus:demo", "corpus:noise-noisy", "pairs:noisy",
+                                        f"features:{ids['mag']}", f"features:{ids['mel']}"}  # fmt: skip
+    code, out, _ = specstore("show", "pairs:noisy")
+    assert code == 0 and f"  features:{ids['mag']}" in out.splitlines()
+    code, _, err = specstore("rm", "pairs:noisy")
+    assert code == 2 and f"features:{ids['mag']}" in err
+    before = total()
+    code, out, _ = specstore("rm", f"features:{ids['mel']}")
+    freed = sizes[f"features:{ids['mel']}"]
+    assert (
+        code == 0
+        and out.splitlines()[-1] == f"rm: freed {freed} bytes ({freed / 2**20:.1f} MiB), 1 object(s)"
+    )
+    assert before - total() == freed and verify_store(st) == []
+    # an rm that stops after removing the arrays is finished by gc
+    monkeypatch.setattr(
+        Store, "remove_rows", lambda self, name, keys: (_ for _ in ()).throw(RuntimeError("x"))
+    )
+    code = None
+    try:
+        specstore("rm", "pairs:noisy", "--cascade", "--debug")
+    except RuntimeError:
+        code = "stopped"
+    monkeypatch.undo()
+    assert code == "stopped" and {r["object"] for r in pending(st)} == {
+        "pairs:noisy",
+        f"features:{ids['mag']}",
+    }
+    code, out, _ = specstore("gc")
+    assert code == 0 and "removed removal of pairs:noisy: an rm that did not finish" in out
+    assert pending(st) == [] and verify_store(st) == []
+    code, out, _ = specstore("du", "--format", "json")
+    assert json.loads(out)["total"] == total()
+    # locks are conditional writes (If-None-Match: *): of many racing creators exactly one wins
+    path = f"{st.path}/tables/_locks/race.json"
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda k: _create_exclusive(st, path, str(k).encode()), range(8)))
+    assert won.count(True) == 1

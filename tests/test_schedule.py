@@ -1,7 +1,6 @@
 """`specstore serve`: the nightly features deployment, served against a real `prefect server start`,
 computes the missing feature set on schedule; the same as a features run started by hand."""
 
-import argparse
 import os
 import shutil
 import socket
@@ -15,13 +14,9 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from pipelines.schedule import (  # noqa: E402
-    DEFAULT_CRON,
-    add_serve_arguments,
-    build_deployment,
-    deployment_name,
-    serve_parameters,
-)
+from cli import build_parser  # noqa: E402
+from pipelines.commands import serve_parameters  # noqa: E402
+from pipelines.schedule import DEFAULT_CRON, deployment_name, parse_schedule  # noqa: E402
 from stores.errors import ConfigError, NotFoundError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +24,15 @@ BIN = Path(sys.executable).parent
 
 
 def _parse(*argv):
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    return parser.parse_args(list(map(str, argv)))
+    return build_parser().parse_args(["serve", *map(str, argv)])
+
+
+def _deployment(args):
+    from flows import build_deployment
+
+    return build_deployment(
+        serve_parameters(args), parse_schedule(args.features_cron, args.features_interval), args.name
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +49,15 @@ def test_serve_arguments_and_deployment(pair_store):
     args = _parse("--store", pair_store.root, "--kind", "magnitude", "complex", "--kind", "magnitude")
     params = serve_parameters(args)
     assert params["kinds"] == ["magnitude", "complex"] and params["store"] == pair_store.root
-    assert params["threads"] is True and _parse("--store", pair_store.root, "--processes").threads is False
-    deployment = build_deployment(args, params)
-    assert deployment.entrypoint == "pipelines.schedule.nightly_features_flow"
+    assert (
+        params["runner"]["threads"] is True
+        and _parse("--store", pair_store.root, "--processes").threads is False
+    )
+    deployment = _deployment(args)
+    assert deployment.entrypoint == "flows.nightly_features_flow"
     assert deployment.parameters == params and deployment.name == deployment_name(None, pair_store.root)
     assert [s.schedule.cron for s in deployment.schedules] == [DEFAULT_CRON]
-    every = build_deployment(_parse("--store", pair_store.root, "--features-interval", "30"), params)
+    every = _deployment(_parse("--store", pair_store.root, "--features-interval", "30"))
     assert every.schedules[0].schedule.interval.total_seconds() == 30
 
 
@@ -68,14 +72,14 @@ def test_serve_arguments_and_deployment(pair_store):
 def test_bad_serve_options(pair_store, argv, error, message):
     args = _parse("--store", pair_store.root, *argv)
     with pytest.raises(error, match=message):
-        build_deployment(args, serve_parameters(args))
+        _deployment(args)
 
 
 def test_serve_needs_a_prefect_server(pair_store, monkeypatch, capsys):
-    from pipelines.schedule import main
+    from cli import main
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert main(["--store", pair_store.root, "--features-interval", "5"]) == 2
+    assert main(["serve", "--store", pair_store.root, "--features-interval", "5"]) == 2
     assert "Expected PREFECT_API_URL to point at a Prefect server" in capsys.readouterr().err
 
 
@@ -176,7 +180,8 @@ def test_served_schedule_computes_what_a_hand_run_computes(tmp_path, pair_store,
 
     from features import feature_config
     from flows import features_flow
-    from pipelines.runner import dask_runner
+    from pipelines.cluster import dask_runner
+    from pipelines.featurize import SignalSet
     from stores import open_store
 
     served_store = open_store(shutil.copytree(pair_store.root, tmp_path / "served"), create=False)
@@ -192,7 +197,7 @@ def test_served_schedule_computes_what_a_hand_run_computes(tmp_path, pair_store,
         return served_store.table("features").count_rows() > 0
 
     log = tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "pipelines.schedule", "--store", served_store.root, "--features-interval", "4",
+    cmd = [sys.executable, "-m", "cli", "serve", "--store", served_store.root, "--features-interval", "4",
            "--kind", "magnitude", "--threads", "--workers", "2"]  # fmt: skip
     started = time.perf_counter()
     with open(log, "w") as out:
@@ -216,7 +221,7 @@ def test_served_schedule_computes_what_a_hand_run_computes(tmp_path, pair_store,
     config = replace(feature_config("magnitude"), sample_rate=by_hand.sample_rate)
     with no_api_logs():
         report = features_flow.with_options(task_runner=dask_runner(2, None, True))(
-            store=by_hand.root, pairset="noisy", config=config, progress=False
+            store=by_hand.root, source=SignalSet("noisy"), config=config, progress=False
         )
     assert report.computed and report.feature_id == served
     a, b = served_store.features(served), by_hand.features(served)
@@ -231,15 +236,15 @@ def test_served_schedule_computes_what_a_hand_run_computes(tmp_path, pair_store,
 
 @pytest.mark.slow
 def test_once_computes_only_what_is_missing(tmp_path, pair_store, prefect_api, capsys):
-    from pipelines.schedule import run_serve
+    from flows import run_serve
     from stores import open_store
 
     copy = open_store(shutil.copytree(pair_store.root, tmp_path / "once"), create=False)
     args = _parse("--store", copy.root, "--kind", "magnitude", "--threads", "--workers", "2", "--once")
     with no_api_logs():
-        assert run_serve(args) == 0
+        assert run_serve(serve_parameters(args), None, None) == 0
         assert "noisy magnitude: computed magnitude-" in capsys.readouterr().out
-        assert run_serve(args) == 0
+        assert run_serve(serve_parameters(args), None, None) == 0
     assert "noisy magnitude: present magnitude-" in capsys.readouterr().out
 
 
@@ -247,7 +252,7 @@ def test_once_computes_only_what_is_missing(tmp_path, pair_store, prefect_api, c
 def test_a_pair_set_being_written_is_skipped(tmp_path, pair_store, prefect_api, capsys):
     import json
 
-    from pipelines.schedule import run_serve
+    from flows import run_serve
     from stores import open_store
 
     copy = open_store(shutil.copytree(pair_store.root, tmp_path / "busy"), create=False)
@@ -256,7 +261,7 @@ def test_a_pair_set_being_written_is_skipped(tmp_path, pair_store, prefect_api, 
     (locks / "pairs-noisy.json").write_text(json.dumps({"pid": 1, "host": "other-host", "since": 0}))
     args = _parse("--store", copy.root, "--threads", "--workers", "1", "--once")
     with no_api_logs():
-        assert run_serve(args) == 1
+        assert run_serve(serve_parameters(args), None, None) == 1
     out = capsys.readouterr().out
     assert "noisy magnitude: skipped (Expected no other run writing pairs-noisy" in out
     assert copy.table("features").count_rows() == 0

@@ -181,7 +181,7 @@ def si_snr(clean: np.ndarray, estimate: np.ndarray) -> float:
 
 def pesq_wb(clean: np.ndarray, estimate: np.ndarray, sr: int = SAMPLE_RATE) -> float:
     """Wide-band PESQ (MOS-LQO) from the `pesq` package; MetricUndefined where PESQ refuses the input."""
-    import pesq as pesq_lib
+    import pesq as pesq_lib  # loaded on first use, like every metric library here
 
     if _sample_rate(sr) != SAMPLE_RATE:
         raise ConfigError(f"Expected a sample rate of {SAMPLE_RATE} Hz for wide-band PESQ. Got {sr} instead.")
@@ -204,7 +204,7 @@ def pesq_wb(clean: np.ndarray, estimate: np.ndarray, sr: int = SAMPLE_RATE) -> f
 
 
 def _stoi(clean: np.ndarray, estimate: np.ndarray, sr: int, extended: bool) -> float:
-    from pystoi import stoi as pystoi_stoi
+    from pystoi import stoi as pystoi_stoi  # loaded on first use (it imports scipy.signal)
 
     sr = _sample_rate(sr)
     s, e = _pair(clean, estimate)
@@ -232,7 +232,7 @@ def estoi(clean: np.ndarray, estimate: np.ndarray, sr: int = SAMPLE_RATE) -> flo
 
 def _power_spectrogram(x: np.ndarray) -> np.ndarray:
     """(frames, 257) float64 |STFT|² of the `lsd` convention (module docstring)."""
-    from scipy.signal import get_window
+    from scipy.signal import get_window  # scipy.signal takes about a second to import
 
     frames = 1 + max(0, -(-(x.size - LSD_N_FFT) // LSD_HOP))
     padded = np.zeros((frames - 1) * LSD_HOP + LSD_N_FFT)

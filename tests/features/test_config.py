@@ -10,16 +10,16 @@ from stores.errors import ConfigError, NotFoundError
 CONFIG_CLASSES = [F.MagnitudeConfig, F.ComplexConfig, F.ReassignedConfig, F.DecomposedConfig]
 
 
-def test_registry_lists_the_four_kinds():
-    assert F.FEATURES.names() == ["complex", "decomposed", "magnitude", "reassigned"]
+def test_registry_lists_the_kinds():
+    assert F.FEATURES.names() == ["complex", "decomposed", "logmel", "magnitude", "reassigned"]
     for name in F.FEATURES.names():
-        kind = F.get_feature(name)
+        kind = F.get_kind(name)
         assert kind.name == name and kind.config_cls().kind == name and callable(kind.compute)
 
 
 def test_unknown_kind_lists_the_valid_names():
     for call in (
-        lambda: F.get_feature("mfcc"),
+        lambda: F.get_kind("mfcc"),
         lambda: F.feature_config("mfcc"),
         lambda: F.config_from_dict({"kind": "mfcc"}),
         lambda: F.get_preset("nope"),
@@ -27,8 +27,8 @@ def test_unknown_kind_lists_the_valid_names():
         with pytest.raises(NotFoundError, match="Expected") as info:
             call()
         assert "Got 'mfcc' instead" in str(info.value) or "Got 'nope' instead" in str(info.value)
-    with pytest.raises(NotFoundError, match="complex, decomposed, magnitude, reassigned"):
-        F.get_feature("mfcc")
+    with pytest.raises(NotFoundError, match="complex, decomposed, logmel, magnitude, reassigned"):
+        F.get_kind("mfcc")
 
 
 @pytest.mark.parametrize("name", sorted(F.PRESETS))
@@ -143,22 +143,35 @@ def test_good_variants_are_accepted():
 
 
 WAVES = [
-    (np.zeros(0, dtype=np.float32), "at least n_fft=512 samples. Got 0"),
-    (np.zeros(511, dtype=np.float32), "at least n_fft=512 samples. Got 511"),
-    (np.zeros((2, 1000), dtype=np.float32), "1-D waveform"),
-    (np.full(1000, np.nan, dtype=np.float32), "finite waveform. Got 1000"),
-    (np.r_[np.zeros(999), np.inf], "finite waveform. Got 1"),
-    (np.r_[np.zeros(999), 1e300], "finite waveform"),  # not representable in float32
-    (np.zeros(1000, dtype=np.complex64), "real waveform"),
+    (np.zeros(0, dtype=np.float32), True, "at least 1 sample \\(centred\\). Got 0"),
+    (np.zeros(511, dtype=np.float32), False, "at least 512 samples \\(uncentred, n_fft=512\\). Got 511"),
+    (np.zeros((2, 1000), dtype=np.float32), True, "1-D waveform"),
+    (np.full(1000, np.nan, dtype=np.float32), True, "finite waveform. Got 1000 NaN or infinite"),
+    (np.r_[np.zeros(999), np.inf], True, "finite waveform. Got 1 NaN or infinite"),
+    # finite, but not representable in float32: said so, not called NaN or infinite
+    (
+        np.r_[np.zeros(999), 1e300],
+        True,
+        "Got 1 float64 samples out of float32 range \\(largest \\|x\\| 1e\\+300\\)",
+    ),
+    (np.r_[np.zeros(999), -1e39], False, "Got 1 float64 samples out of float32 range"),
+    (np.zeros(1000, dtype=np.complex64), True, "real floating-point waveform"),
+    # integer PCM is refused as librosa refuses it: its scale is not known
+    (
+        np.zeros(1000, dtype=np.int16),
+        True,
+        "real floating-point waveform, as librosa requires .* Got dtype int16",
+    ),
+    (np.zeros(1000, dtype=bool), False, "Got dtype bool"),
 ]
 
 
-@pytest.mark.parametrize("kind", ["magnitude", "complex", "reassigned"])
-@pytest.mark.parametrize(("wave", "message"), WAVES, ids=[m.split(".")[0] for _, m in WAVES])
-def test_bad_waves_raise_config_error(kind, wave, message):
-    cfg = F.feature_config(kind, n_fft=512, win_length=512, hop_length=128)
+@pytest.mark.parametrize("kind", ["magnitude", "complex", "reassigned", "decomposed"])
+@pytest.mark.parametrize(("wave", "center", "message"), WAVES, ids=[m.split(".")[0] for *_, m in WAVES])
+def test_bad_waves_raise_config_error(kind, wave, center, message):
+    cfg = F.feature_config(kind, n_fft=512, win_length=512, hop_length=128, center=center)
     with pytest.raises(ConfigError, match=message):
-        F.compute_feature(wave, cfg)
+        F.compute_feature((wave, wave, wave) if kind == "decomposed" else wave, cfg)
 
 
 def test_compute_feature_dispatches_on_kind():
@@ -171,3 +184,13 @@ def test_compute_feature_dispatches_on_kind():
     assert F.compute_feature((wave, wave, wave * 0), F.PRESETS["decomposed-30"]).shape == (16, 30, 257)
     with pytest.raises(NotFoundError, match="Expected a feature kind name"):
         F.compute_feature(wave, object())
+
+
+def test_plain_windows_are_accepted_by_scipy():
+    """Configs check these names without importing scipy.signal: each must be one scipy accepts as is."""
+    import scipy.signal
+
+    from features.config import PLAIN_WINDOWS
+
+    for name in PLAIN_WINDOWS:
+        assert scipy.signal.get_window(name, 400, fftbins=True).shape == (400,)

@@ -115,7 +115,7 @@ def test_decomposed_from_real_waves_uses_the_oracle_irm(real_data):
     clean, _ = sf.read(root / "clean_testset_wav" / "p232_002.wav", dtype="float32")
     noise = noisy - clean
     cfg = F.PRESETS["decomposed-30"]
-    dense = F.decomposed((noisy, clean, noise), cfg)
+    dense = F.decomposed_spectrogram((noisy, clean, noise), cfg)
     assert np.array_equal(dense, F.compute_feature(np.stack([noisy, clean, noise]), cfg))
 
     def mag(wave):
@@ -128,7 +128,7 @@ def test_decomposed_from_real_waves_uses_the_oracle_irm(real_data):
     plain = F.magnitude(noisy, F.MagnitudeConfig())
     assert np.abs(dense[:, 0] - plain).max() <= 1e-6 * dense[:, 0].max()
     assert 0 < (dense[:, -1] > 0).mean() < (dense[:, 1] > 0).mean() < 1  # channels thin out as i grows
-    half = F.decomposed((noisy, clean, noise), F.DecomposedConfig(dtype="float16"))
+    half = F.decomposed_spectrogram((noisy, clean, noise), F.DecomposedConfig(dtype="float16"))
     assert half.dtype == np.float16 and np.array_equal(half, dense.astype(np.float16))
 
 
@@ -137,11 +137,11 @@ def test_bad_decomposed_inputs():
     with pytest.raises(
         ConfigError, match="Expected mask 'oracle-irm' to compute decomposed features from waves"
     ):
-        F.decomposed((wave, wave, wave), F.DecomposedConfig(mask="model:crn-1"))
+        F.decomposed_spectrogram((wave, wave, wave), F.DecomposedConfig(mask="model:crn-1"))
     with pytest.raises(ConfigError, match="Expected \\(noisy, clean, noise\\) waves"):
-        F.decomposed((wave, wave), F.DecomposedConfig())
+        F.decomposed_spectrogram((wave, wave), F.DecomposedConfig())
     with pytest.raises(ConfigError, match="Expected noisy, clean and noise waves of the same length"):
-        F.decomposed((wave, wave, wave[:1000]), F.DecomposedConfig())
+        F.decomposed_spectrogram((wave, wave, wave[:1000]), F.DecomposedConfig())
     mag = np.ones((4, 5), dtype=np.float32)
     with pytest.raises(ConfigError, match="Expected a finite mask"):
         F.quantise_mask(np.full((4, 5), np.nan), N)

@@ -54,7 +54,7 @@ def speech(real_data):
 
 @pytest.fixture(scope="module")
 def triple(speech):
-    return F.reassigned(speech, CONFIG)
+    return F.reassigned_spectrogram(speech, CONFIG)
 
 
 def test_gradients_follow_librosas_phase_convention(speech, triple):
@@ -94,7 +94,7 @@ def test_real_speech_beats_zero_phase_and_griffin_lim(speech, triple):
 
 
 def test_sign_is_not_in_the_triple(speech, triple):
-    assert np.array_equal(F.reassigned(-speech, CONFIG), triple)
+    assert np.array_equal(F.reassigned_spectrogram(-speech, CONFIG), triple)
 
 
 def tone(freq=1234.0, seconds=1.0):
@@ -116,12 +116,12 @@ def test_tones_and_chirps_up_to_one_rotation(name, wave, bar, center):
     """One component: exact up to one constant phase (measured 36 dB for the chirp, 62-68 dB for the on-bin
     tone; without debiasing the off-bin tone drifts and scores 0 dB)."""
     config = F.ReassignedConfig(center=center)
-    out = F.invert_reassigned(F.reassigned(wave, config), config, length=wave.size)
+    out = F.invert_reassigned(F.reassigned_spectrogram(wave, config), config, length=wave.size)
     assert rotation_snr(wave, out) > bar, name
 
 
 def test_debiasing_recovers_a_tones_frequency():
-    triple = F.reassigned(tone(1234.0), CONFIG)
+    triple = F.reassigned_spectrogram(tone(1234.0), CONFIG)
     peak = 6  # 1200 Hz, the bin nearest 1234 Hz
     raw = triple[:, 0, peak].astype(np.float64)
     fixed = debiased_frequencies(triple[:, 0].astype(np.float64), CONFIG)[:, peak]
@@ -134,7 +134,7 @@ def test_clicks_are_exact():
     every other bin, so the waveform itself comes back, sign included."""
     wave = np.zeros(SR, dtype=np.float32)
     wave[1000::1600] = 0.8
-    out = F.invert_reassigned(F.reassigned(wave, CONFIG), CONFIG, length=wave.size)
+    out = F.invert_reassigned(F.reassigned_spectrogram(wave, CONFIG), CONFIG, length=wave.size)
     error = np.sum((wave - out).astype(np.float64) ** 2)
     assert 10 * np.log10(np.sum(wave.astype(np.float64) ** 2) / error) > 40.0
 
@@ -159,7 +159,7 @@ def test_quiet_bins_get_zero_phase():
 
 def test_lengths():
     wave = chirp(0.5)
-    triple = F.reassigned(wave, CONFIG)
+    triple = F.reassigned_spectrogram(wave, CONFIG)
     frames = triple.shape[0]
     assert F.invert_reassigned(triple, CONFIG).shape == ((frames - 1) * 20 + 80,)
     assert F.invert_reassigned(triple, CONFIG, length=wave.size).shape == wave.shape
@@ -170,20 +170,20 @@ def test_lengths():
 def test_nan_planes_are_read_as_filled():
     wave = np.concatenate([np.zeros(2000, np.float32), chirp(0.5)])
     nan_config = F.ReassignedConfig(fill_nan=False)
-    with_nan = F.reassigned(wave, nan_config)
+    with_nan = F.reassigned_spectrogram(wave, nan_config)
     assert np.isnan(with_nan[:, :2]).any()
-    filled = F.invert_reassigned(F.reassigned(wave, CONFIG), CONFIG, length=wave.size)
+    filled = F.invert_reassigned(F.reassigned_spectrogram(wave, CONFIG), CONFIG, length=wave.size)
     assert np.allclose(F.invert_reassigned(with_nan, nan_config, length=wave.size), filled, atol=1e-6)
 
 
 def test_silence_gives_silence():
-    triple = F.reassigned(np.zeros(800, np.float32), CONFIG)
+    triple = F.reassigned_spectrogram(np.zeros(800, np.float32), CONFIG)
     assert not F.invert_reassigned(triple, CONFIG).any()
 
 
 def test_ten_seconds_take_seconds(speech):
     wave = np.resize(speech, 10 * SR)
-    triple = F.reassigned(wave, CONFIG)
+    triple = F.reassigned_spectrogram(wave, CONFIG)
     started = time.perf_counter()
     F.reassigned_phase(triple, CONFIG)
     assert time.perf_counter() - started < 15.0  # measured 0.9 s idle, 1.8 s with both cores busy
@@ -207,7 +207,7 @@ def test_ten_seconds_take_seconds(speech):
     ],
 )
 def test_bad_arguments(call, message):
-    triple = F.reassigned(chirp(0.1), CONFIG)
+    triple = F.reassigned_spectrogram(chirp(0.1), CONFIG)
     with pytest.raises(ConfigError, match=message):
         call(triple)
 

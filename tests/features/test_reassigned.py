@@ -32,7 +32,7 @@ def librosa_planes(wave, cfg):
 
 
 def assert_matches_librosa(wave, cfg):
-    ours = F.reassigned(wave, cfg)
+    ours = F.reassigned_spectrogram(wave, cfg)
     ref = librosa_planes(wave, cfg)
     assert ours.dtype == np.float32 and ours.shape == (ref[0].shape[0], 3, cfg.n_fft // 2 + 1)
     assert ours.flags.c_contiguous
@@ -80,8 +80,8 @@ def test_reassigned_equals_librosa_on_real_speech(real_data, folder, name):
 def test_filled_values_are_bin_frequencies_and_frame_times(real_data):
     wave = read(real_data, "clean_testset_wav", "p232_246.wav")
     cfg = F.PRESETS["reassigned-inversion"]
-    filled = F.reassigned(wave, cfg)
-    holes = np.isnan(F.reassigned(wave, F.ReassignedConfig(fill_nan=False)))
+    filled = F.reassigned_spectrogram(wave, cfg)
+    holes = np.isnan(F.reassigned_spectrogram(wave, F.ReassignedConfig(fill_nan=False)))
     assert holes[:, 0].any()
     bins = np.broadcast_to(librosa.fft_frequencies(sr=16000, n_fft=80)[None, :], holes[:, 0].shape)
     times = librosa.frames_to_time(np.arange(filled.shape[0]), sr=16000, hop_length=20, n_fft=80)
@@ -131,7 +131,7 @@ def test_exact_path_everywhere_is_librosa_bit_for_bit(real_data, monkeypatch, na
     monkeypatch.setattr(MODULE, "REL_TOL", 1e-300)
     wave = read(real_data, "noisy_testset_wav")
     cfg = CONFIGS[name]
-    ours = F.reassigned(wave, cfg)
+    ours = F.reassigned_spectrogram(wave, cfg)
     ref = np.stack(librosa_planes(wave, cfg), axis=1).astype(np.float32)
     assert np.array_equal(ours, ref, equal_nan=True)
 
@@ -145,7 +145,7 @@ def test_fast_path_rows_sent_to_the_exact_path_are_few(real_data, monkeypatch):
     wave = np.concatenate(
         [read(real_data, "clean_testset_wav", name) for name in ("p232_002.wav", "p232_246.wav")]
     )
-    out = F.reassigned(wave, F.PRESETS["reassigned-inversion"])
+    out = F.reassigned_spectrogram(wave, F.PRESETS["reassigned-inversion"])
     assert sum(calls) < 0.05 * out.shape[0]
 
 
@@ -168,7 +168,9 @@ def test_strided_input_and_hop_not_dividing_n_fft(real_data):
     wave = read(real_data, "noisy_testset_wav")
     strided = wave[::2]  # a float32 view with a stride of two samples
     cfg = F.ReassignedConfig(n_fft=64, win_length=64, hop_length=48, fill_nan=False)
-    assert np.array_equal(F.reassigned(strided, cfg), F.reassigned(strided.copy(), cfg), equal_nan=True)
+    assert np.array_equal(
+        F.reassigned_spectrogram(strided, cfg), F.reassigned_spectrogram(strided.copy(), cfg), equal_nan=True
+    )
     assert_matches_librosa(strided, cfg)
     assert_matches_librosa(strided, F.ReassignedConfig(center=True, fill_nan=False))
 
@@ -178,7 +180,7 @@ def test_planes_mean_what_they_say():
     t = np.arange(16000) / 16000
     wave = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
     cfg = F.ReassignedConfig(n_fft=512, win_length=512, hop_length=128, window="hann", fill_nan=False)
-    planes = F.reassigned(wave, cfg)
+    planes = F.reassigned_spectrogram(wave, cfg)
     peak = planes[:, 2].argmax(axis=1)
     assert np.allclose(planes[np.arange(len(peak)), 0, peak], 1000.0, atol=1.0)
     centres = librosa.frames_to_time(np.arange(len(peak)), sr=16000, hop_length=128, n_fft=512)

@@ -1,3 +1,5 @@
+import warnings
+
 import librosa
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import features as F
+from stores.errors import FeatureRangeError
 
 TOLERANCE = 1e-4  # max abs error relative to the plane's max
 
@@ -78,8 +81,9 @@ def test_float64_input_is_taken_as_float32(real_data):
     wave = read(real_data, "clean_testset_wav")
     cfg = F.PRESETS["magnitude-crn"]
     assert np.array_equal(F.magnitude(wave.astype(np.float64), cfg), F.magnitude(wave, cfg))
-    pcm = (wave * 32767).astype(np.int16)
-    assert np.array_equal(F.magnitude(pcm, cfg), F.magnitude(pcm.astype(np.float32), cfg))
+    # float16 samples widen exactly, as in librosa (which multiplies them by its float64 window)
+    short = wave.astype(np.float16)
+    assert np.array_equal(F.stft_tf(short, cfg), librosa_stft(short, cfg).T)
 
 
 def test_float16_output(real_data):
@@ -126,3 +130,42 @@ def test_finite_input_gives_finite_output_of_librosas_shape(case):
     assert np.abs(mag - np.abs(ref)).max() <= TOLERANCE * scale
     assert np.abs(planes[:, 0] - ref.real).max() <= TOLERANCE * scale
     assert np.abs(planes[:, 1] - ref.imag).max() <= TOLERANCE * scale
+
+
+@pytest.mark.parametrize("kind", ["magnitude", "complex", "decomposed"])
+def test_features_beyond_float16_are_refused_saying_what_overflowed(real_data, kind):
+    # speech at amplitude 3000 (int16 counts taken as amplitudes): float16 held 692 of 8,224 cells as inf,
+    # with only numpy's RuntimeWarning; now a FeatureRangeError, and no warning on the way
+    wave = read(real_data, "clean_testset_wav")
+    loud = wave * np.float32(3000 / np.abs(wave).max())
+    cfg = F.feature_config(kind, dtype="float16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(
+            FeatureRangeError, match=rf"Expected {kind} values that fit float16 \(\|v\| <= 65504\)"
+        ):
+            F.compute_feature((loud, loud, loud) if kind == "decomposed" else loud, cfg)
+        stored = F.compute_feature(
+            (loud, loud, loud) if kind == "decomposed" else loud, F.feature_config(kind)
+        )
+    assert np.isfinite(stored).all() and np.abs(stored).max() > 65504  # float32 holds them
+
+
+def test_float16_rounds_tiny_values_to_zero_as_documented(real_data):
+    # the other end of float16's range is rounding, not an error: values below 2^-25 become 0, those below
+    # 2^-14 keep fewer significant bits (the stored float16 is the float32 value rounded once)
+    quiet = read(real_data, "clean_testset_wav") * np.float32(1e-6)
+    ours32 = F.magnitude(quiet, F.MagnitudeConfig())
+    ours16 = F.magnitude(quiet, F.MagnitudeConfig(dtype="float16"))
+    assert np.array_equal(ours16, ours32.astype(np.float16))
+    flushed = (ours16 == 0) & (ours32 > 0)
+    assert flushed.any() and (ours32[flushed] <= 2.0**-25).all()
+
+
+@pytest.mark.parametrize("kind", ["magnitude", "complex", "reassigned"])
+def test_features_beyond_float32_are_refused(kind):
+    wave = np.full(2000, 3e38, dtype=np.float32)  # finite samples whose STFT is not
+    with pytest.raises(
+        FeatureRangeError, match=f"Expected {kind}.* values that fit float32.*scale the audio down"
+    ):
+        F.compute_feature(wave, F.feature_config(kind))

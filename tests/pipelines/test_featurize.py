@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from features import expand_decomposed, feature_config, oracle_irm
-from pipelines.featurize import _stat_sums, feature_shard, finalize_features, plan_features
+from pipelines.featurize import SignalSet, feature_shard, finalize_features, plan_features
 from pipelines.testing import features_in_process, ingest_in_process
 from stores import ConfigError, NotFoundError, open_store
 
@@ -91,11 +91,16 @@ def test_decomposed_is_stored_compactly_and_expands_exactly(vb_store):
 def test_second_run_finds_the_set_and_computes_nothing(vb_store):
     config = feature_config("magnitude")
     fid = features_in_process(vb_store, "voicebank-demand-given", config)
-    plan = plan_features(vb_store, "voicebank-demand-given", config)
+    plan = plan_features(vb_store, SignalSet("voicebank-demand-given"), config)
     assert plan.complete and plan.shards == [] and plan.spec.feature_id == fid
-    other = plan_features(vb_store, "voicebank-demand-given", feature_config("magnitude", hop_length=128))
+    other = plan_features(
+        vb_store, SignalSet("voicebank-demand-given"), feature_config("magnitude", hop_length=128)
+    )
     assert other.spec.feature_id != fid and not other.complete
-    assert plan_features(vb_store, "voicebank-demand-given", config, codec="zstd").spec.feature_id != fid
+    assert (
+        plan_features(vb_store, SignalSet("voicebank-demand-given"), config, codec="zstd").spec.feature_id
+        != fid
+    )
 
 
 def test_statistics_are_over_the_training_split(tmp_path, real_data):
@@ -103,7 +108,7 @@ def test_statistics_are_over_the_training_split(tmp_path, real_data):
     ingest_in_process(store, "voicebank-demand", real_data / "voicebank-demand", shard_size=4)
     # VoiceBank's test folder is all `test`: a set without training pairs has no statistics
     fs = store.features(features_in_process(store, "voicebank-demand-given", feature_config("magnitude")))
-    with pytest.raises(NotFoundError, match="no training pairs"):
+    with pytest.raises(NotFoundError, match="no training utterances"):
         fs.stats("input")
     # relabel two pairs as training pairs for this check (a new fingerprint, so a new feature set)
     rows = store.read_table("pairs").to_pylist()
@@ -120,11 +125,11 @@ def test_statistics_are_over_the_training_split(tmp_path, real_data):
 
 def test_killed_shard_is_finished_by_a_rerun(vb_store):
     config = feature_config("magnitude", n_fft=256, hop_length=64)
-    plan = plan_features(vb_store, "voicebank-demand-given", config)
+    plan = plan_features(vb_store, SignalSet("voicebank-demand-given"), config)
     feature_shard(vb_store, plan.spec, plan.shards[0])  # one shard done, then the run dies
     with pytest.raises(NotFoundError):
         vb_store.features(plan.spec.feature_id)  # not committed: invisible
-    rerun = plan_features(vb_store, "voicebank-demand-given", config)
+    rerun = plan_features(vb_store, SignalSet("voicebank-demand-given"), config)
     assert [s.shard_id for s in rerun.shards] == [s.shard_id for s in plan.shards[1:]]
     for shard in rerun.shards:
         feature_shard(vb_store, rerun.spec, shard)
@@ -146,7 +151,7 @@ def test_float16_and_codec_are_recorded(vb_store):
 
 def test_each_kind_stores_with_its_default_codec_unless_one_is_named(vb_store):
     def plan(kind, codec=None):
-        return plan_features(vb_store, "voicebank-demand-given", feature_config(kind), codec).spec
+        return plan_features(vb_store, SignalSet("voicebank-demand-given"), feature_config(kind), codec).spec
 
     assert plan("magnitude").codec == "lz4" and plan("reassigned").codec == "lz4"
     assert plan("complex").codec == "none"  # raw: LZ4 saves ~9 % of a complex plane's bytes
@@ -170,37 +175,7 @@ def test_unknown_feature_set_and_pairset(vb_store):
     with pytest.raises(NotFoundError, match="Expected a committed feature set"):
         vb_store.features("magnitude-000000000000")
     with pytest.raises(NotFoundError, match="pair set"):
-        plan_features(vb_store, "nope", feature_config("magnitude"))
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-@pytest.mark.parametrize("block_rows", [None, 64])  # one block, or many (the last one partial)
-def test_stat_sums_match_float64_sums_without_nan(dtype, block_rows, monkeypatch):
-    if block_rows:
-        monkeypatch.setattr("pipelines.featurize.STAT_BLOCK_BYTES", 8 * 21 * block_rows)
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((5000, 3, 7)) * 0.5
-    x[:, 0, 0] += 4000.0  # a column far from zero that varies little: E[x²] - E[x]² cancels
-    x[:, 1, 2] = 1e-12 * rng.standard_normal(5000)  # tiny values
-    x[::7, 2, 3] = np.nan  # reassigned planes without fill_nan hold NaN
-    x[0, 2, 4] = np.nan  # NaN in the reference row itself
-    x[:, 2, 5] = np.inf
-    x = x.astype(dtype)
-    with np.errstate(invalid="ignore"):
-        sums = _stat_sums(x)
-    wide = x.astype(np.float64)
-    finite = np.isfinite(wide)
-    values = np.where(finite, wide, 0)
-    expected = np.stack([finite.sum(0), values.sum(0), (values * values).sum(0)])
-    np.testing.assert_array_equal(sums[0], expected[0])
-    ok = (expected[0] > 0) & np.isfinite(expected[1])  # the all-inf column has no finite value
-    (count, total, squares), (e_count, e_total, e_squares) = sums[:, ok], expected[:, ok]
-    mean, expected_mean = total / count, e_total / e_count
-    var, expected_var = squares / count - mean**2, e_squares / e_count - expected_mean**2
-    scale = np.abs(expected_mean) + np.sqrt(expected_var)  # errors relative to the column's size
-    assert (np.abs(mean - expected_mean) <= 1e-5 * scale).all()
-    np.testing.assert_allclose(var, expected_var, rtol=1e-4)
-    assert _stat_sums(x[:0]).shape == (3, 3, 7)
+        plan_features(vb_store, SignalSet("nope"), feature_config("magnitude"))
 
 
 @pytest.mark.parametrize("kind, overrides", [("magnitude", {"hop_length": 64}), ("decomposed", {})])
@@ -221,3 +196,45 @@ def test_batches_of_a_shard_store_what_the_whole_shard_stores(
     inputs = [json.loads(whole[name]) for name in whole if name.endswith("/input/zarr.json")]
     assert [doc["codecs"][0]["name"] for doc in inputs] == ["sharding_indexed"]  # one shard of several chunks
     assert batched == whole  # byte for byte, statistics and zarr.json included
+
+
+@pytest.mark.parametrize("kind", ["magnitude", "complex", "decomposed"])
+def test_features_beyond_the_store_dtype_fail_naming_the_pair(real_data, kind):
+    import soundfile as sf
+
+    from features.stft import n_frames
+    from pipelines.featurize import FeatureSpec, batch_features, stored_shapes
+    from stores.errors import FeatureRangeError
+
+    clean, _ = sf.read(real_data / "voicebank-demand" / "clean_testset_wav" / "p232_002.wav", dtype="float32")
+    noisy, _ = sf.read(real_data / "voicebank-demand" / "noisy_testset_wav" / "p232_002.wav", dtype="float32")
+    spec = FeatureSpec("test", feature_config(kind, dtype="float16"), "none", SignalSet("pairs"), "-")
+    loud = noisy * np.float32(3000 / np.abs(noisy).max())  # far beyond float16 once transformed
+    signals = [
+        ({"utterance_id": "p232_002", "split": "train"}, {"input": noisy, "clean": clean, "noise": noisy - clean}),
+        ({"utterance_id": "p232_002-loud", "split": "test"}, {"input": loud, "clean": clean, "noise": loud - clean}),
+    ]  # fmt: skip
+    counts = [n_frames(clean.size, spec.config)] * 2
+    arrays = {n: np.zeros((sum(counts), *a.tail), a.dtype) for n, a in stored_shapes(spec).items()}
+    with pytest.raises(FeatureRangeError, match=r"p232_002-loud \(input\): Expected .* fit float16"):
+        batch_features(signals, counts, spec, None, arrays)
+
+
+def test_features_of_a_corpus_are_found_again_and_read_as_clean(tmp_path, real_data):
+    store = open_store(tmp_path / "s")
+    ingest_in_process(store, "voicebank-demand", real_data / "voicebank-demand", shard_size=4)
+    config = feature_config("logmel")
+    fid = features_in_process(store, None, config, corpus="voicebank-demand")
+    plan = plan_features(store, SignalSet("voicebank-demand", corpus=True), config)
+    assert plan.complete and plan.spec.feature_id == fid and not plan.shards  # found, not recomputed
+    pairs = features_in_process(store, "voicebank-demand-given", config)
+    assert pairs != fid  # the same config over the given pair set of the same name is another set
+    fs = store.features(fid)
+    assert fs.roles == ("clean",) and fs.corpus == "voicebank-demand" and fs.pairset is None
+    utt = fs.utterances()[0]
+    np.testing.assert_array_equal(fs.read(utt), fs.read(utt, "clean"))
+    np.testing.assert_array_equal(fs.read(utt), store.features(pairs).read(utt, "target"))
+    with pytest.raises(ConfigError, match="role"):
+        fs.read(utt, "input")
+    with pytest.raises(ConfigError, match="Expected a pair set for decomposed features"):
+        features_in_process(store, None, feature_config("decomposed"), corpus="voicebank-demand")

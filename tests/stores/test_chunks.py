@@ -31,7 +31,7 @@ def _chunk_files(st, path):
 )
 def test_chunks_written_directly_equal_zarrs_own(tmp_path, root, dtype, shape, chunk, codec):
     url = str(tmp_path / "s") if root == "local" else root.format(os.getpid(), tmp_path.name)
-    st = open_store(url)
+    st = open_store(url, arrays="direct" if root == "local" else None)  # this module tests the direct path
     rng = np.random.default_rng(0)
     data = (rng.standard_normal(shape) * 50).astype(dtype)
     st.write_array("x/fast", data, {"k": 1}, (chunk,), CODECS[codec]())
@@ -55,7 +55,7 @@ def test_chunks_written_directly_equal_zarrs_own(tmp_path, root, dtype, shape, c
 
 
 def test_read_array_of_a_damaged_array_reads_as_zarr_does(tmp_path):
-    st = open_store(tmp_path / "s")
+    st = open_store(tmp_path / "s", arrays="direct")
     data = np.arange(40, dtype=np.float32).reshape(20, 2)
     st.write_array("x/a", data, {}, (8,), BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"))
     shard = f"{st.path}/arrays.zarr/x/a/c.0.0"
@@ -72,7 +72,7 @@ def test_read_array_of_a_damaged_array_reads_as_zarr_does(tmp_path):
 
 
 def test_parent_groups_are_zarrs_own(tmp_path):
-    st, ref = open_store(tmp_path / "a"), open_store(tmp_path / "b")
+    st, ref = open_store(tmp_path / "a", arrays="direct"), open_store(tmp_path / "b", arrays="direct")
     data = np.ones((3, 4), np.float32)
     st.write_array("p/q/r", data, {}, (2,), CODECS["lz4"]())
     ref.arrays.create_array("p/q/r", shape=data.shape, chunks=(2, 4), dtype=data.dtype)
@@ -84,14 +84,14 @@ def test_parent_groups_are_zarrs_own(tmp_path):
 
 
 def test_an_array_cannot_hold_another(tmp_path):
-    st = open_store(tmp_path / "s")
+    st = open_store(tmp_path / "s", arrays="direct")
     st.write_array("p/a", np.ones((3, 4), np.float32), {}, (2,), CODECS["lz4"]())
     with pytest.raises(FileExistsError, match="An array exists at 'p/a'"):
         ensure_groups(f"{st.path}/arrays.zarr", "p/a/b")
 
 
 def test_rewriting_an_array_replaces_its_folder(tmp_path):
-    st = open_store(tmp_path / "s")
+    st = open_store(tmp_path / "s", arrays="direct")
     st.write_array("x/a", np.arange(12, dtype=np.float32).reshape(6, 2), {}, (2,), CODECS["zstd"]())
     stale = tmp_path / "s/arrays.zarr/x/a/c.7.0"
     stale.write_bytes(b"left by an older layout")
@@ -103,7 +103,7 @@ def test_rewriting_an_array_replaces_its_folder(tmp_path):
 
 
 def test_read_local_array_declines_what_it_cannot_decode(tmp_path):
-    st = open_store(tmp_path / "s")
+    st = open_store(tmp_path / "s", arrays="direct")
     st.write_array("x/a", np.ones((4, 2), np.float32), {}, (2,), CODECS["lz4"]())
     assert read_local_array(f"{st.path}/arrays.zarr/x") is None  # a group
     assert read_local_array(f"{st.path}/arrays.zarr/missing") is None
@@ -113,12 +113,12 @@ def test_read_local_array_declines_what_it_cannot_decode(tmp_path):
 
 
 def test_raw_chunks_are_read_into_the_callers_memory_and_damage_is_declined(tmp_path):
-    st = open_store(tmp_path / "s")
+    st = open_store(tmp_path / "s", arrays="direct")
     data = np.arange(3000, dtype=np.float32).reshape(1000, 3)
     st.write_array("x/a", data, {}, (96,), None)
     memory = np.empty(4000, np.float32)
     read = memory[:3000].reshape(1000, 3)
-    st.local_chunks("x/a").read(0, 1000, read)
+    st.span_reader("x/a").read(0, 1000, read)
     assert np.shares_memory(read, memory)
     np.testing.assert_array_equal(read, data)
     old = st.arrays.create_array(  # the older layout: one file per chunk, the edge chunk padded
@@ -151,7 +151,7 @@ def test_raw_chunks_are_read_into_the_callers_memory_and_damage_is_declined(tmp_
 )
 def test_array_writer_stores_what_write_array_stores(tmp_path, root, rows, chunk, batches, codec):
     url = str(tmp_path / "s") if root == "local" else root.format(os.getpid(), tmp_path.name)
-    st = open_store(url)
+    st = open_store(url, arrays="direct" if root == "local" else None)  # this module tests the direct path
     data = (np.random.default_rng(0).standard_normal((rows, 3, 7)) * 50).astype(np.float32)
     st.write_array("x/whole", data, {"k": 1}, (chunk,), CODECS[codec]())
     with st.array_writer("x/streamed", (3, 7), np.float32, chunk, {"k": 1}, CODECS[codec]()) as writer:
@@ -169,7 +169,7 @@ def test_array_writer_stores_what_write_array_stores(tmp_path, root, rows, chunk
 
 
 def test_a_failed_array_writer_leaves_no_array(tmp_path):
-    st = open_store(tmp_path / "s")
+    st = open_store(tmp_path / "s", arrays="direct")
     with pytest.raises(RuntimeError), st.array_writer("x/a", (2,), np.float32, 4, {}, None) as writer:
         writer.append(np.ones((10, 2), np.float32))  # two chunks written to the shard file
         raise RuntimeError("killed")
@@ -177,13 +177,13 @@ def test_a_failed_array_writer_leaves_no_array(tmp_path):
 
 
 def test_local_chunks_read_any_range(tmp_path):
-    st = open_store(tmp_path / "s")
+    st = open_store(tmp_path / "s", arrays="direct")
     data = np.arange(1000 * 3, dtype=np.float32).reshape(1000, 3)
     for codec in ("lz4", "none"):
         st.write_array(f"x/{codec}", data, {}, (96,), CODECS[codec]())
-        chunks = st.local_chunks(f"x/{codec}")
+        chunks = st.span_reader(f"x/{codec}")
         for start, stop in [(0, 1000), (5, 7), (90, 200), (191, 192), (950, 1000), (96, 192), (300, 300)]:
             out = np.empty((stop - start, 3), np.float32)
             chunks.read(start, stop, out)
             np.testing.assert_array_equal(out, data[start:stop])
-    assert open_store("memory://specstore-chunks-ranges").local_chunks("x/lz4") is None
+    assert open_store("memory://specstore-chunks-ranges").span_reader("x/lz4") is None

@@ -148,7 +148,7 @@ def test_missing_chunks_of_arrays_with_slash_chunk_keys(tmp_path):
 
 
 def test_arrays_checksummed_with_sha256_before_crc32c_are_still_checked(tmp_path):
-    from stores.store import array_checksum
+    from stores.chunks import array_checksum
     from stores.verify import check_array
 
     store = open_store(tmp_path / "store")

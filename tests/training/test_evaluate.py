@@ -9,27 +9,14 @@ import pytest
 
 from features import feature_config
 from pipelines.testing import build_demo_store, ingest_in_process, tone, write_audio
-from training.evaluate import (
-    Enhancer,
-    EvalRun,
-    enhance_shard,
-    metrics_shard,
-    new_run_id,
-    own_reconstruction,
-    plan_evaluation,
-)
+from training.enhance import Enhancer
+from training.evaluate import evaluate_serially
 from training.models import build_model
 from training.trainer import TrainConfig, train
 
 
 def evaluate_in_process(store, version, pairset, split="test", reconstruction="auto"):
-    enhancer = Enhancer(store, version, reconstruction)
-    run = EvalRun(
-        new_run_id(), version, enhancer.row["architecture"], pairset, split, enhancer.reconstruction
-    )
-    for shard in plan_evaluation(store, pairset, split):
-        metrics_shard(store, run, shard, enhance_shard(store, run, enhancer, shard))
-    return run.run_id
+    return evaluate_serially(store, Enhancer(store, version, reconstruction), pairset, split)
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +59,13 @@ def test_noisy_rows_equal_direct_pesq_and_stoi_on_real_pairs(trained):
     [
         ("crn", {"channels": [4, 8, 8, 8, 8]}, None),
         ("unet", {"channels": [4, 8], "in_channels": 1}, None),
-        ("unet", {"channels": [4, 8], "in_channels": 2}, "complex"),
+        ("unet", {"channels": [4, 8], "in_channels": 2}, None),  # the complex kind reconstructs it
         ("dccrn", {"channels": [4] * 6, "rnn_units": 8}, "complex"),
         ("reassigned-inverter", {}, "waveform"),
     ],
 )
 def test_models_that_make_their_own_output_record_it_as_their_reconstruction(name, config, expected):
-    assert own_reconstruction(build_model(name, **config)) == expected
+    assert build_model(name, **config).own_reconstruction == expected
 
 
 def test_two_evaluations_are_two_runs_and_both_stay_queryable(trained):
@@ -133,3 +120,21 @@ def test_pesq_refusal_is_a_null_with_a_reason(trained, tmp_path):
     refused = [r for r in rows if r["pesq_wb"] is None]
     for row in refused:
         assert "pesq_wb" in json.loads(row["notes"])
+
+
+def test_a_logmel_model_is_scored_through_its_band_gains(tmp_path):
+    store, ids = build_demo_store(tmp_path, {"lm": feature_config("logmel")}, speakers=3, utterances=3)
+    config = TrainConfig(
+        model="cnn1d", feature_id=ids["lm"], model_args={"channels": [8, 8]}, epochs=1, max_steps=3,
+        batch_size=4, segment=20,
+    )  # fmt: skip
+    version = train(store, config, device="cpu", progress=False)
+    enhancer = Enhancer(store, version)
+    assert enhancer.model.output == "mask" and enhancer.reconstruction == "noisy-phase"
+    run = evaluate_in_process(store, version, "noisy")
+    rows = [
+        r for r in store.read_table("metrics").to_pylist() if r["run_id"] == run and r["model"] == "cnn1d"
+    ]
+    assert rows and all(np.isfinite(r["snr"]) and np.isfinite(r["lsd"]) for r in rows)
+    prediction = store.read_table("predictions").to_pylist()[0]
+    assert prediction["num_frames"] > 0  # the enhanced magnitude (bins, not bands) is stored beside the wave

@@ -6,19 +6,12 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from features import feature_config, invert_reassigned, reassigned
-from flows import main
+from cli import main
+from features import feature_config, invert_reassigned, reassigned_spectrogram
 from pipelines.testing import build_demo_store
 from stores.errors import ConfigError, NotFoundError
-from training.evaluate import (
-    METHODS,
-    MethodEnhancer,
-    enhance_shard,
-    make_enhancer,
-    metrics_shard,
-    new_run,
-    plan_evaluation,
-)
+from training.enhance import METHODS, MethodEnhancer, make_enhancer
+from training.evaluate import enhance_shard, metrics_shard, new_run, plan_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +58,9 @@ def test_pghi_is_stored_like_a_model(demo):
     stored = np.asarray(
         store.arrays[f"{row['array']}/wave"][row["offset"] : row["offset"] + row["num_samples"]]
     )
-    expected = invert_reassigned(reassigned(clean, enhancer.config), enhancer.config, length=clean.size)
+    expected = invert_reassigned(
+        reassigned_spectrogram(clean, enhancer.config), enhancer.config, length=clean.size
+    )
     assert stored.shape == clean.shape and np.array_equal(stored, expected)
     assert all(np.isfinite(r["lsd"]) and r["lsd"] >= 0 for r in metrics)
 

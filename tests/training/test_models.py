@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from features import ModelLayout
 from stores.errors import ConfigError, NotFoundError
-from training.models import INPUT_KINDS, MODELS, OUTPUTS, build_model, model_class
+from training.models import MODELS, OUTPUTS, build_model, model_class
 
 # name -> (config kwargs, input batch, expected output shape); tiny so that the suite stays fast on a CPU
 TINY = {
@@ -43,8 +44,7 @@ def test_every_registered_model_has_a_test_case():
 def test_forward_shape_and_backward(name, kwargs, in_shape, out_shape):
     torch.manual_seed(0)
     model = build_model(name, **kwargs)
-    assert model.name == name and model.input_kind in INPUT_KINDS and model.output in OUTPUTS
-    assert type(model) is model_class(name) and model.input_kind in model_class(name).input_kinds
+    assert model.name == name and model.output in OUTPUTS and type(model) is model_class(name)
     y = model(make_input(in_shape))
     assert tuple(y.shape) == out_shape and torch.isfinite(y).all()
     y.square().mean().backward()
@@ -53,28 +53,53 @@ def test_forward_shape_and_backward(name, kwargs, in_shape, out_shape):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-def test_input_kinds_and_outputs_follow_the_config():
-    assert build_model("crn", n_bins=65, channels=(4,) * 5).input_kind == "magnitude"
-    assert build_model("crn", n_bins=65, channels=(4,) * 5, in_channels=30).input_kind == "decomposed"
+def test_outputs_follow_the_config():
+    assert build_model("crn", n_bins=65, channels=(4,) * 5).output == "mask"
     assert build_model("crn", n_bins=65, channels=(4,) * 5, output="mapping").output == "mapping"
-    assert build_model("unet", channels=(4,), in_channels=2).input_kind == "complex"
     dccrn = build_model("dccrn", channels=(4,) * 6, rnn_units=8)
-    assert (dccrn.input_kind, dccrn.output, dccrn.waveform_io) == ("complex", "crm", True)
+    assert (dccrn.output, dccrn.own_reconstruction) == ("crm", "complex")
     inverter = build_model("reassigned-inverter", channels=(4,), hidden=8)
-    assert (inverter.input_kind, inverter.output) == ("reassigned", "waveform")
+    assert (inverter.output, inverter.own_reconstruction, inverter.input_role) == (
+        "waveform",
+        "waveform",
+        "target",
+    )
 
 
-def test_classes_declare_every_kind_their_configs_consume():
-    assert {name: model_class(name).input_kinds for name in MODELS.names()} == {
-        "cnn1d": ("magnitude",),
-        "cnn2d": ("magnitude",),
-        "crn": ("magnitude", "decomposed"),
-        "dccrn": ("complex",),
-        "reassigned-inverter": ("reassigned",),
-        "unet": ("magnitude", "complex"),
+def layout(domain, channels, bins=257):
+    return ModelLayout(channels, bins, domain, {"n_fft": 512, "hop_length": 128, "win_length": 400})
+
+
+def test_classes_declare_the_layouts_they_accept():
+    assert {name: model_class(name).accepts for name in MODELS.names()} == {
+        "cnn1d": (("magnitude", 0), ("log-power", 0)),
+        "cnn2d": (("magnitude", 0), ("log-power", 0)),
+        "crn": (("magnitude", None), ("log-power", 0)),
+        "dccrn": (("complex", 2),),
+        "reassigned-inverter": (("reassigned", 3),),
+        "unet": (("magnitude", 0), ("complex", 2)),
     }
-    for name in MODELS.names():
-        assert model_class(name).input_kind == model_class(name).input_kinds[0]
+    model_class("crn").check_layout(layout("magnitude", 30))
+    model_class("unet").check_layout(layout("complex", 2))
+    with pytest.raises(
+        ConfigError, match="Expected complex features of 2 channels for model 'dccrn'. Got magnitude"
+    ):
+        model_class("dccrn").check_layout(layout("magnitude", 0))
+    with pytest.raises(ConfigError, match="Got reassigned features of 3 channels x 41 bins instead"):
+        model_class("crn").check_layout(layout("reassigned", 3, 41))
+
+
+def test_a_layout_sizes_the_config():
+    assert model_class("crn").config_args(layout("magnitude", 30)) == {"n_bins": 257, "in_channels": 30}
+    assert model_class("cnn1d").config_args(layout("log-power", 0, 64)) == {"n_bins": 64}
+    assert model_class("dccrn").config_args(layout("complex", 2)) == {
+        "n_fft": 512,
+        "hop_length": 128,
+        "win_length": 400,
+    }
+
+
+def test_unknown_model_names_are_refused():
     with pytest.raises(NotFoundError, match="Expected a model name"):
         model_class("nope")
 

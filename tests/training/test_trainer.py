@@ -8,7 +8,7 @@ from features import feature_config
 from pipelines.testing import build_demo_store
 from stores import ConfigError, NotFoundError
 from training.checkpoint import load_model
-from training.data import StreamConfig, make_loader
+from training.stream import StreamConfig, make_loader
 from training.trainer import TrainConfig, Trainer, train
 
 TINY = {
@@ -19,6 +19,9 @@ TINY = {
     "cnn1d": ("m513", {"channels": [8, 8]}),
     "cnn2d": ("m513", {"channels": [8, 8]}),
     "reassigned-inverter": ("re", {"channels": [8, 8], "hidden": 32}),
+    # log-mel bands: the kind's band-gain target makes them mask models whatever their default output
+    "cnn1d-logmel": ("lm", {"channels": [8, 8]}),
+    "crn-logmel": ("lm", {"channels": [4, 8, 8, 8, 8]}),
 }
 
 
@@ -30,6 +33,7 @@ def demo(tmp_path_factory):
         "dec": feature_config("decomposed", n=8),
         "re": feature_config("reassigned"),
         "m513": feature_config("magnitude", n_fft=1024, hop_length=512),
+        "lm": feature_config("logmel"),
     }
     return build_demo_store(tmp_path_factory.mktemp("demo"), kinds, speakers=3, utterances=4)
 
@@ -37,7 +41,7 @@ def demo(tmp_path_factory):
 def _config(ids, name, **overrides):
     fid, args = TINY[name]
     base = {
-        "model": name.split("-decomposed")[0],
+        "model": name.removesuffix("-decomposed").removesuffix("-logmel"),
         "feature_id": ids[fid],
         "model_args": args,
         "epochs": 4,
@@ -108,7 +112,7 @@ def test_checkpoint_rebuilds_the_model_without_training_code(demo):
 
 def test_wrong_features_for_a_model(demo):
     store, ids = demo
-    with pytest.raises(ConfigError, match="complex features for model 'dccrn'"):
+    with pytest.raises(ConfigError, match="Expected complex features of 2 channels for model 'dccrn'"):
         Trainer(store, TrainConfig(model="dccrn", feature_id=ids["mag"]), "cpu")
     with pytest.raises(NotFoundError, match="model"):
         Trainer(store, TrainConfig(model="transformer", feature_id=ids["mag"]), "cpu")
@@ -134,11 +138,14 @@ def test_stream_is_deterministic_for_a_seed(demo):
 def test_first_stage_masks_feed_a_model_decomposition(demo):
     from features import expand_decomposed
     from pipelines.testing import features_in_process
-    from training.inference import load_version, predict_mask
+    from training.inference import load_version, mask_model_for, predict_mask
+
+    def with_model_masks(config):  # what the features flow does: the mask model handed to the shards
+        return features_in_process(store, "noisy", config, mask=mask_model_for(store, config))
 
     store, ids = demo
     version = train(store, _config(ids, "crn", seed=21, epochs=1), device="cpu", progress=False)
-    fid = features_in_process(store, "noisy", feature_config("decomposed", n=8, mask=f"model:{version}"))
+    fid = with_model_masks(feature_config("decomposed", n=8, mask=f"model:{version}"))
     fs = store.features(fid)
     uid = fs.utterances()[0]
     model, normalizer, _ = load_version(store, version)
@@ -152,10 +159,10 @@ def test_first_stage_masks_feed_a_model_decomposition(demo):
     oracle = store.features(ids["dec"])
     assert not np.array_equal(fs.read_stored(uid, "levels"), oracle.read_stored(uid, "levels"))
     with pytest.raises(ConfigError, match="STFT"):
-        features_in_process(
-            store,
-            "noisy",
-            feature_config("decomposed", n=8, n_fft=256, hop_length=128, mask=f"model:{version}"),
+        with_model_masks(
+            feature_config("decomposed", n=8, n_fft=256, hop_length=128, mask=f"model:{version}")
         )
     with pytest.raises(NotFoundError, match="trained model version"):
-        features_in_process(store, "noisy", feature_config("decomposed", n=8, mask="model:nope"))
+        with_model_masks(feature_config("decomposed", n=8, mask="model:nope"))
+    with pytest.raises(ConfigError, match="Expected the mask model"):  # a shard without its model
+        features_in_process(store, "noisy", feature_config("decomposed", n=6, mask=f"model:{version}"))

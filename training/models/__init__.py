@@ -13,7 +13,7 @@ this package registers every model:
 """
 
 from training.models import cnn, crn, dccrn, inverter, unet  # noqa: F401  (registers the models)
-from training.models.base import INPUT_KINDS, MODELS, OUTPUTS, SpecModel, build_model, model_class
+from training.models.base import MODELS, OUTPUTS, SpecModel, build_model, model_class
 from training.models.cnn import CNN1D, CNN2D, CNN1DConfig, CNN2DConfig
 from training.models.crn import CRN, CRNConfig
 from training.models.dccrn import DCCRN, DCCRNConfig
@@ -25,7 +25,6 @@ __all__ = [
     "CNN2D",
     "CRN",
     "DCCRN",
-    "INPUT_KINDS",
     "MODELS",
     "OUTPUTS",
     "CNN1DConfig",

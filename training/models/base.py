@@ -4,23 +4,26 @@ A model is registered under its contract name (`cnn1d`, `cnn2d`, `unet`, `crn`, 
 `reassigned-inverter`), owns a frozen config dataclass (`config_class`, a `stores.config.Config`) and is built
 from it alone, so that a checkpoint ({architecture, config, state_dict}) is enough to rebuild it.
 
-Each model says what it consumes and produces:
+Each model says what it consumes and produces, in terms of feature *layouts* (`features.kind.ModelLayout`:
+value domain, channels, bins), never feature kind names:
 
-* `input_kind`: the feature kind of its input batch ("magnitude", "complex", "reassigned", "decomposed");
-  `input_kinds` (class attribute): every kind some config of the class consumes, for checks made before
-  building (`crn`: magnitude, or decomposed with `in_channels` n; `unet`: magnitude or complex);
-* `output`: "mask" (multiply the noisy magnitude by it), "mapping" (the clean magnitude or spectrum
-  itself), "crm" (a complex ratio mask, applied inside the model) or "waveform";
-* `waveform_io`: True when `forward` takes and returns waveforms (DCCRN computes its STFT inside).
+* `accepts`: the (domain, channels) pairs the class takes (channels None: any count; 0 means a batch
+  without a channel axis), checked before building; `config_args(layout)` sizes the config from the
+  layout (bins, channels, the STFT of models with their own);
+* `output`: "mask" (a gain on the input's bins or bands), "mapping" (the clean magnitude or spectrum itself),
+  "crm" (a complex ratio mask applied inside the model) or "waveform";
+* `training_loss(batch, normalizer, kind, config)`: by default the feature kind's target
+  (`FeatureKind.training_target`) against the output; models that learn a waveform override it;
+* `own_reconstruction`: None when the feature kind turns the output back into audio, else what the model
+  does itself ("complex": DCCRN's in-graph iSTFT; "waveform": the inverter), with `enhance_own`.
 
-Batches are time-major, like the store's features: (batch, frames, bins) for magnitude,
-(batch, frames, 2, bins) complex, (batch, frames, n, bins) decomposed, (batch, frames, 3, bins) reassigned.
-Both attributes are class defaults, set per instance where the config decides them (e.g. `crn` with
-`in_channels > 1` consumes "decomposed" features).
+Batches are time-major, like the store's features: (batch, frames, bins) without channels,
+(batch, frames, channels, bins) with them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar
 
@@ -29,11 +32,13 @@ from torch import nn
 
 from stores.config import Config, Registry, parse_choice, parse_positive_int
 from stores.errors import ConfigError
+from training.losses import mapping_mse
 
 MODELS: Registry[type[SpecModel]] = Registry("model")
 
-INPUT_KINDS = ("magnitude", "complex", "reassigned", "decomposed")
 OUTPUTS = ("mask", "mapping", "crm", "waveform")
+# config fields a layout sizes, where a model's config has them
+LAYOUT_FIELDS = ("n_bins", "in_channels", "n_fft", "hop_length", "win_length", "sample_rate")
 
 
 def register_model(name: str):
@@ -51,10 +56,11 @@ class SpecModel(nn.Module):
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type]
-    input_kind: str = "magnitude"
-    input_kinds: ClassVar[tuple[str, ...]] = ("magnitude",)
+    accepts: ClassVar[tuple[tuple[str, int | None], ...]] = (("magnitude", 0),)
+    input_role: ClassVar[str] = "input"  # the feature role it consumes
+    needs_audio: ClassVar[bool] = False  # trained against the clean waveform
+    own_reconstruction: ClassVar[str | None] = None
     output: str = "mapping"
-    waveform_io: bool = False
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -67,6 +73,36 @@ class SpecModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def check_layout(cls, layout) -> None:
+        """ConfigError unless the class takes features of this layout."""
+        for domain, channels in cls.accepts:
+            if layout.domain == domain and (channels is None or layout.channels == channels):
+                return
+        wanted = " or ".join(
+            f"{d} features" + ("" if c is None else " without channels" if c == 0 else f" of {c} channels")
+            for d, c in cls.accepts
+        )
+        raise ConfigError(f"Expected {wanted} for model {cls.name!r}. Got {layout.describe()} instead.")
+
+    @classmethod
+    def config_args(cls, layout) -> dict[str, Any]:
+        """The config fields a feature layout decides (bins, channels, the STFT), for those the config has."""
+        values = {"n_bins": layout.bins, "in_channels": max(1, layout.channels), **layout.stft}
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        return {k: values[k] for k in LAYOUT_FIELDS if k in fields and values.get(k) is not None}
+
+    def training_loss(self, batch: dict, normalizer: nn.Module, kind, config) -> torch.Tensor:
+        """The loss of one prepared batch (roles expanded): the kind's target against the output."""
+        scale, target = kind.training_target(batch, self.output, config)
+        out = self(normalizer(batch[self.input_role]))
+        return mapping_mse(out if scale is None else out * scale, target)
+
+    def enhance_own(self, features: torch.Tensor, noisy: torch.Tensor) -> tuple[Any, Any]:
+        """(waveform, spectrogram or None) of a model with its own reconstruction, from its input features
+        (1, frames, ...) and the noisy waveform (1, samples)."""
+        raise NotImplementedError
 
 
 def model_class(name: str) -> type[SpecModel]:
@@ -144,7 +180,6 @@ def activation_for(output: str) -> nn.Module:
 
 
 __all__ = [
-    "INPUT_KINDS",
     "MODELS",
     "OUTPUTS",
     "SpecModel",

@@ -62,7 +62,7 @@ class CNN1D(SpecModel):
     """1-D CNN over the frequency bins of single frames (see the module docstring for the sources)."""
 
     config_class = CNN1DConfig
-    input_kind = "magnitude"
+    accepts = (("magnitude", 0), ("log-power", 0))
 
     def __init__(self, config: CNN1DConfig) -> None:
         super().__init__(config)
@@ -115,7 +115,7 @@ class CNN2D(SpecModel):
     """2-D CNN over a causal context of frames predicting the last one (module docstring)."""
 
     config_class = CNN2DConfig
-    input_kind = "magnitude"
+    accepts = (("magnitude", 0), ("log-power", 0))
 
     def __init__(self, config: CNN2DConfig) -> None:
         super().__init__(config)

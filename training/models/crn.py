@@ -90,14 +90,13 @@ class CRN(SpecModel):
     """Convolutional recurrent network (module docstring)."""
 
     config_class = CRNConfig
-    input_kind = "magnitude"
-    input_kinds = ("magnitude", "decomposed")
+    # magnitude without channels, decomposed n-channel magnitude (Shi et al.), or log-mel bands
+    accepts = (("magnitude", None), ("log-power", 0))
     output = "mask"
 
     def __init__(self, config: CRNConfig) -> None:
         super().__init__(config)
         self.output = config.output
-        self.input_kind = "magnitude" if config.in_channels == 1 else "decomposed"
         chans = config.channels
         self.sizes = encoder_sizes(config.n_bins, len(chans))
         self.encoder = nn.ModuleList()

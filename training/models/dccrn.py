@@ -33,6 +33,7 @@ from torch import nn
 
 from stores.config import Config, parse_choice, parse_positive_int
 from stores.errors import ConfigError
+from training.losses import si_snr_loss
 from training.models.base import SpecModel, check_batch, parse_int_tuple, register_model, set_field
 from training.models.complexnn import ComplexConv2d, ComplexConvTranspose2d, ComplexLSTM, complex_cat
 
@@ -86,10 +87,9 @@ class DCCRN(SpecModel):
     """DCCRN (module docstring). `forward(wave)`: (batch, samples) -> (batch, samples)."""
 
     config_class = DCCRNConfig
-    input_kind = "complex"
-    input_kinds = ("complex",)
+    accepts = (("complex", 2),)
     output = "crm"
-    waveform_io = True
+    own_reconstruction = "complex"  # its own STFT, complex mask and iSTFT
 
     def __init__(self, config: DCCRNConfig) -> None:
         super().__init__(config)
@@ -171,6 +171,18 @@ class DCCRN(SpecModel):
             h = layer(complex_cat([h, skips[-1 - i]], 1))
         mask = F.pad(h.float(), (0, 0, 1, 0))  # zero mask on the DC bin
         return self.apply_mask(mask, spec.float()).permute(0, 3, 1, 2)
+
+    def training_loss(self, batch: dict, normalizer: nn.Module, kind, config) -> torch.Tensor:
+        """SI-SNR on waveforms, as in DCCRN: the enhanced and the clean spectrum both through the iSTFT."""
+        length = (batch["input"].shape[1] - 1) * self.config.hop_length
+        enhanced = self.istft(self.forward_spec(batch["input"]), length)
+        return si_snr_loss(enhanced, self.istft(batch["target"], length))
+
+    def enhance_own(self, features: torch.Tensor, noisy: torch.Tensor) -> tuple:
+        """From the noisy waveform, through the model's own STFT (features are not needed)."""
+        spec = self.forward_spec(self.stft(noisy))
+        wave = self.istft(spec, noisy.shape[-1])
+        return wave[0].float().cpu().numpy(), spec[0].float().cpu().numpy()
 
     def apply_mask(self, mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         """(batch, 2, bins, frames) mask and noisy spectrum -> enhanced spectrum, per the masking mode."""

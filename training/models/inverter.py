@@ -25,11 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from stores.config import Config, parse_positive_int
 from stores.errors import ConfigError
+from training.losses import mapping_mse
 from training.models.base import SpecModel, check_batch, parse_int_tuple, register_model, set_field
 
 
@@ -77,8 +79,10 @@ class ReassignedInverter(SpecModel):
     """Reassigned triple -> waveform (module docstring)."""
 
     config_class = ReassignedInverterConfig
-    input_kind = "reassigned"
-    input_kinds = ("reassigned",)
+    accepts = (("reassigned", 3),)
+    input_role = "target"  # it learns the clean waveform back from the clean signal's triple
+    needs_audio = True
+    own_reconstruction = "waveform"
     output = "waveform"
 
     def __init__(self, config: ReassignedInverterConfig) -> None:
@@ -121,3 +125,17 @@ class ReassignedInverter(SpecModel):
         h = self.frequency(x.reshape(batch * frames, 3, c.n_bins)).flatten(1)
         h = self.frame(h).reshape(batch, frames, c.hidden).transpose(1, 2)  # (batch, hidden, frames)
         return self.synthesis(self.context(h)).squeeze(1)
+
+    def training_loss(self, batch: dict, normalizer: nn.Module, kind, config) -> torch.Tensor:
+        """The waveform against the clean samples under the frames (from the first frame's centre)."""
+        estimate = self(batch[self.input_role])
+        start = self.sample_offset
+        return mapping_mse(estimate, batch["clean"][:, start : start + estimate.shape[-1]])
+
+    def enhance_own(self, features: torch.Tensor, noisy: torch.Tensor) -> tuple:
+        """The waveform of the triple, placed at its first frame's centre in a signal as long as `noisy`."""
+        wave = self(features)[0].float().cpu().numpy()
+        out = np.zeros(noisy.shape[-1], dtype=np.float32)
+        n = min(wave.shape[0], out.shape[0] - self.sample_offset)
+        out[self.sample_offset : self.sample_offset + n] = wave[:n]
+        return out, None

@@ -63,13 +63,11 @@ class UNet(SpecModel):
     """Spectrogram U-Net (module docstring)."""
 
     config_class = UNetConfig
-    input_kind = "magnitude"
-    input_kinds = ("magnitude", "complex")
+    accepts = (("magnitude", 0), ("complex", 2))
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__(config)
         self.output = config.output
-        self.input_kind = "magnitude" if config.in_channels == 1 else "complex"
         k, pad = config.kernel_size, config.kernel_size // 2
         chans = config.channels
         self.encoder = nn.ModuleList()
