@@ -190,8 +190,12 @@ def process_group(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> Ite
     dist.init_process_group(
         "nccl" if on.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout)
     )
+    ranks = Ranks(rank, world, local, on)
     try:
-        yield Ranks(rank, world, local, on)
+        yield ranks
+        # every rank leaves the group together: a rank that shut its gloo group down while rank 0 still wrote
+        # the model was once seen aborting under load ("terminate called without an active exception")
+        ranks.barrier()
     finally:
         dist.destroy_process_group()
 
