@@ -129,7 +129,10 @@ def cmd_pairs(args):
         demo = generate_demo_corpus(args.demo_source)
     config, sources = pipeline_args.pair_config_from_args(args, demo)
     runner = pipeline_args.runner_config(args)
-    import flows  # Prefect and Dask, once the arguments are checked
+    done = pipeline_args.pairs_done(args.store, args.name, config, sources)
+    if done is not None:  # nothing to make: no Prefect, no Dask, no server, no cluster
+        return done
+    import flows  # Prefect and Dask, once the arguments are checked and there is work
 
     return flows.run_pairs(args.store, args.name, config, sources, args.shard_size, runner, not args.quiet)
 

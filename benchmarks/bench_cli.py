@@ -10,7 +10,8 @@ the load average seen during the rounds (the machine is shared):
 
 - `specstore VERB --help` of every verb;
 - `specstore results` on a store with 100,000 metric rows (`benchmarks/bench_results.py` makes it);
-- a no-op `specstore features` rerun (the set is committed: no Prefect, no server, no cluster);
+- a no-op `specstore features` rerun (the set is committed: no Prefect, no server, no cluster), and a no-op
+  `specstore pairs` rerun (`noisy` pairs of that corpus with the real noise recordings, made once);
 - the first flow command (`ingest` of 10 minutes) with the Prefect server stopped (cold; its database
   exists) and the same command with it running (warm); the first start with a new database is reported once;
 - end to end on 10 minutes and one hour of speech (files of 10 s at 16 kHz cut from the real clean
@@ -58,6 +59,7 @@ VERBS = (
     "serve", "demo", "download", "prefect-server",
 )  # fmt: skip
 FEATURES = ["--kind", "magnitude", "--n-fft", "512", "--win", "400", "--hop", "160"]
+PAIRS = ["--name", "noisy", "--corpus", "speech", "--kind", "noisy"]
 SR, FILE_S = 16000, 10.0
 
 
@@ -99,6 +101,17 @@ def specstore_end_to_end(source: Path, store: Path, env: dict) -> tuple[float, f
     return ingest, features
 
 
+def pairs_command(store: Path, real: Path) -> list[str]:
+    # --real is the clean speech folder; the noise recordings are its sibling
+    return ["pairs", "--store", str(store), *PAIRS, "--noise", str(real.parent / "noise"), "--quiet"]
+
+
+def with_pairs(store: Path, real: Path, env: dict) -> Path:
+    """`store` with the `noisy` pair set of the no-op pairs rerun (made once; a rerun finds it)."""
+    subprocess.run([SPECSTORE, *pairs_command(store, real)], env=env, check=True, capture_output=True)
+    return store
+
+
 def lhotse_works(python: str | None) -> str | None:
     """None when `python` can run the lhotse side, else why not."""
     if not python:
@@ -128,7 +141,7 @@ def prepare(args, env: dict) -> dict:
         noop = work / "noop-store"
         if not noop.exists():
             specstore_end_to_end(make_speech(real, work / "speech-10min", 60), noop, env)
-        return {"noop": noop}
+        return {"noop": with_pairs(noop, real, env)}
     sets = {"10 min": make_speech(real, work / "speech-10min", 60)}
     if not args.skip_hour:
         sets["1 h"] = make_speech(real, work / "speech-1h", 360)
@@ -137,7 +150,7 @@ def prepare(args, env: dict) -> dict:
     new_db = timed([SPECSTORE, "prefect-server", "start"], env)
     noop = work / "noop-store"
     specstore_end_to_end(sets["10 min"], noop, env)
-    return {"sets": sets, "noop": noop, "new_database_start_s": new_db}
+    return {"sets": sets, "noop": with_pairs(noop, real, env), "new_database_start_s": new_db}
 
 
 def startup_round(args, env: dict, ready: dict, out: dict) -> None:
@@ -148,6 +161,7 @@ def startup_round(args, env: dict, ready: dict, out: dict) -> None:
     commands["features no-op rerun"] = [
         "features", "--store", str(ready["noop"]), "--corpus", "speech", *FEATURES,
     ]  # fmt: skip
+    commands["pairs no-op rerun"] = pairs_command(ready["noop"], Path(args.real))
     python = str(REPO / ".venv" / "bin" / "python")
     for label, command in commands.items():
         for tree, cwd in (("this tree", REPO), ("baseline", Path(args.baseline_tree))):
@@ -169,6 +183,9 @@ def one_round(args, env: dict, ready: dict, lhotse: str | None, out: dict) -> No
     )
     out.setdefault("features no-op rerun", []).append(
         timed([SPECSTORE, "features", "--store", str(ready["noop"]), "--corpus", "speech", *FEATURES], env)
+    )
+    out.setdefault("pairs no-op rerun", []).append(
+        timed([SPECSTORE, *pairs_command(ready["noop"], Path(args.real))], env)
     )
     server("stop", env)
     cold = [SPECSTORE, "ingest", "--store", str(work / "cold"), "--corpus", "folder", "--source",

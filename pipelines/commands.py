@@ -15,12 +15,14 @@ from pipelines.cluster import RunnerConfig
 from pipelines.corpora import get_reader, parse_source, scan_corpus
 from pipelines.featurize import FeaturePlan, SignalSet, plan_features
 from pipelines.ingest import ShardSummary, plan_ingest
-from pipelines.mixing import PairConfig
+from pipelines.mixing import PairConfig, check_recorded_config, pairset_rows, plan_pairs
 from pipelines.pairs import plan_given_pairs
-from pipelines.reports import IngestReport, ingest_report
+from pipelines.reports import IngestReport, PairsReport, ingest_report
+from pipelines.sources import SourceRequest
 from pipelines.sources import parse_source as parse_pair_source
 from pipelines.splits import SplitConfig, parse_split_fractions
 from stores.config import parse_assignments, parse_name, parse_positive_int, parse_range
+from stores.errors import NotFoundError
 from stores.store import open_store
 
 
@@ -74,6 +76,32 @@ def ingest_done(args, audio: AudioConfig) -> IngestReport | None:
             return None
     return ingest_report(
         st, plan.corpus, ShardSummary("all"), plan.already_done, pairset, time.perf_counter() - started
+    )
+
+
+def pairs_done(store: str, pairset: str, config: PairConfig, sources: tuple[SourceRequest, ...]):
+    """The report of a rerun of `specstore pairs` with nothing left to do (its noise and RIR folders
+    ingested, every utterance of the asked splits paired), found before Prefect, Dask or a server is loaded
+    or started; None when there is work or when the flow should say what is wrong (no store, no corpus). A
+    pair set asked with another config is refused here, as the flow would."""
+    started = time.perf_counter()
+    try:
+        st = open_store(store, create=False)
+    except NotFoundError:
+        return None
+    if not st.committed_rows("utterances", ["utterance_id"], corpus=config.corpus):
+        return None
+    for request in sources:
+        if request.folder is not None:
+            items = scan_corpus("folder", request.folder)
+            if plan_ingest(st, "folder", items, request.corpus).shards:
+                return None
+    check_recorded_config(st, pairset, config)
+    # the shard size only groups the missing utterances: any size finds none when none is missing
+    if plan_pairs(st, pairset, config, shard_size=128):
+        return None
+    return PairsReport(
+        pairset, config.kind, ShardSummary("all"), pairset_rows(st, pairset), time.perf_counter() - started
     )
 
 

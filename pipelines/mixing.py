@@ -124,17 +124,20 @@ def load_sources(store: Store, config: PairConfig) -> Sources:
 
 
 def check_pairset_config(store: Store, pairset: str, config: PairConfig) -> None:
-    """A pair set name stands for one config: a rerun must ask for the same one."""
-    group = pairset_group(pairset)
-    attrs = store.group_attrs(group)
-    if attrs is not None:
-        recorded = attrs.get("config")
-        if recorded is not None and recorded != attrs_json(config.to_dict()):
-            raise ConfigError(
-                f"Expected the recorded config of pair set {pairset!r} (or a new --name). Got a different one "
-                f"instead: recorded {json.dumps(recorded, sort_keys=True)}"
-            )
-    store.set_group_attrs(group, {"config": attrs_json(config.to_dict()), "kind": "pairset"})
+    """A pair set name stands for one config: a rerun must ask for the same one (recorded here)."""
+    check_recorded_config(store, pairset, config)
+    store.set_group_attrs(pairset_group(pairset), {"config": attrs_json(config.to_dict()), "kind": "pairset"})
+
+
+def check_recorded_config(store: Store, pairset: str, config: PairConfig) -> None:
+    """Refuse a config other than the one recorded for `pairset` (a new pair set has none); writes nothing."""
+    attrs = store.group_attrs(pairset_group(pairset))
+    recorded = attrs.get("config") if attrs is not None else None
+    if recorded is not None and recorded != attrs_json(config.to_dict()):
+        raise ConfigError(
+            f"Expected the recorded config of pair set {pairset!r} (or a new --name). Got a different one "
+            f"instead: recorded {json.dumps(recorded, sort_keys=True)}"
+        )
 
 
 def plan_pairs(store: Store, pairset: str, config: PairConfig, shard_size: int) -> list[Shard]:
