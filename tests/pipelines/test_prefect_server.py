@@ -1,5 +1,6 @@
 """The persistent Prefect server (`pipelines/prefect_server.py`): reused by a second command, a killed one
-replaced, `stop` leaves no process, $PREFECT_API_URL wins, two commands at once start one server. Each test
+replaced, one of another Prefect version replaced (the process on its port left alone), `stop` leaves no
+process, $PREFECT_API_URL wins, two commands at once start one server. Each test
 has its own state folder; a database migrated once per session is copied into it, so that a test's server
 starts in seconds instead of creating its database (tens of seconds)."""
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -134,3 +136,70 @@ def test_prefect_api_url_wins_and_nothing_starts(state, monkeypatch):
     assert read_record(state) is None and not (state / "server.json").exists()
     lines, running = status_lines(state)
     assert not running and "wins over this server" in lines[-1]
+
+
+# a stand-in on the recorded port: answers Prefect's health and version endpoints (with the version given),
+# or, with "-", nothing but 404s
+FAKE_SERVER = """
+import http.server, json, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        answers = {} if sys.argv[2] == "-" else {"/api/health": True, "/api/admin/version": sys.argv[2]}
+        if self.path not in answers:
+            self.send_error(404)
+            return
+        body = json.dumps(answers[self.path]).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@pytest.fixture
+def stand_in(state):
+    """(start(version) -> the record of a stand-in server written as this state's server, the processes)."""
+    from pipelines.prefect_server import ServerRecord, _free_port
+
+    started = []
+
+    def start(answers: str) -> ServerRecord:
+        port = _free_port()
+        process = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(port), answers])
+        started.append(process)
+        record = ServerRecord(process.pid, port, answers, str(state / "prefect.db"), "", time.time())
+        (state / "server.json").write_text(json.dumps(record.to_dict()))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{record.url}/", timeout=1)
+            except urllib.error.HTTPError:
+                return record  # it answers (404 for /)
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("the stand-in server did not start")
+
+    yield start, started
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def test_a_port_that_is_no_prefect_server_is_a_problem(stand_in):
+    from pipelines.prefect_server import problem
+
+    start, _ = stand_in
+    assert "does not answer as a Prefect server (HTTPError)" in problem(start("-"))
+
+
+def test_a_server_of_another_prefect_version_is_replaced_and_left_running(state, stand_in):
+    start, _ = stand_in
+    old = start("2.0.0")
+    said = []
+    new = ensure_server(state, say=said.append)
+    assert new.pid != old.pid and new.port != old.port and read_record(state) == new
+    assert len(said) == 1 and f"replaced the server at {old.url} (it runs Prefect 2.0.0" in said[0]
+    assert _alive(old.pid)  # not Prefect's server app: a process of someone else, never killed
