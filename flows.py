@@ -52,7 +52,13 @@ from pipelines.reports import (  # noqa: E402
     found_features,
     ingest_report,
 )
-from pipelines.runner import ShardRunner, auto_shard_size, ensure_prefect_api, run_shards  # noqa: E402
+from pipelines.runner import (  # noqa: E402
+    ShardRunner,
+    auto_shard_size,
+    ensure_prefect_api,
+    holding_rows,
+    run_shards,
+)
 from pipelines.schedule import (  # noqa: E402  # noqa: E402
     DEPLOYMENT,
     NightlyItem,
@@ -63,6 +69,7 @@ from pipelines.schedule import (  # noqa: E402  # noqa: E402
 )
 from pipelines.sources import SourceRequest, source_audio_config  # noqa: E402
 from pipelines.splits import SplitConfig  # noqa: E402
+from stores.commits import GroupCommit  # noqa: E402
 from stores.config import parse_name  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
 from stores.locks import run_lock  # noqa: E402
@@ -75,22 +82,22 @@ from stores.store import open_store, redact  # noqa: E402
 
 @task(name="ingest-shard", retries=2, retry_delay_seconds=2)
 def ingest_shard_task(store_root, corpus, reader, audio, splits, shard):
-    return ingest_shard(open_store(store_root, create=False), corpus, reader, shard, audio, splits)
+    return holding_rows(ingest_shard, store_root, corpus, reader, shard, audio, splits)
 
 
 @task(name="given-pairs-shard", retries=2, retry_delay_seconds=2)
 def given_pairs_task(store_root, corpus, pairset, audio, shard):
-    return given_pairs_shard(open_store(store_root, create=False), corpus, pairset, shard, audio)
+    return holding_rows(given_pairs_shard, store_root, corpus, pairset, shard, audio)
 
 
 @task(name="pairs-shard", retries=2, retry_delay_seconds=2)
 def pairs_shard_task(store_root, pairset, config, sources, shard):
-    return make_pairs_shard(open_store(store_root, create=False), pairset, config, shard, sources)
+    return holding_rows(make_pairs_shard, store_root, pairset, config, shard, sources)
 
 
 @task(name="features-shard", retries=2, retry_delay_seconds=2)
 def features_shard_task(store_root, spec, shard, mask=None):
-    return feature_shard(open_store(store_root, create=False), spec, shard, mask)
+    return holding_rows(feature_shard, store_root, spec, shard, mask)
 
 
 @task(name="features-finalize", retries=2, retry_delay_seconds=2)
@@ -107,9 +114,10 @@ def ingest_stage(st, reader, source, name, audio, splits, shard_size, progress):
     with run_lock(st, f"ingest-{parse_name(name or reader, 'corpus name')}"):
         plan = plan_ingest(st, reader, items, name, shard_size or auto_shard_size(len(items)))
         added = run_shards(
+            st,
             ingest_shard_task,
             plan.shards,
-            (st.root, plan.corpus, reader, audio, splits),
+            (plan.corpus, reader, audio, splits),
             f"ingest {plan.corpus}",
             progress,
         )
@@ -123,7 +131,7 @@ def given_pairs_stage(st, items, corpus, audio, shard_size, progress) -> tuple[s
     with run_lock(st, f"pairs-{given_pairset_name(corpus)}", uses=(object_id("corpus", corpus),)):
         pairset, shards = plan_given_pairs(st, corpus, items, shard_size=shard_size)
         added = run_shards(
-            given_pairs_task, shards, (st.root, corpus, pairset, audio), f"pairs {pairset}", progress
+            st, given_pairs_task, shards, (corpus, pairset, audio), f"pairs {pairset}", progress
         )
     return pairset, added
 
@@ -182,7 +190,7 @@ def pairs_flow(
         n = len(st.committed_rows("utterances", ["utterance_id"], corpus=config.corpus))
         shards = plan_pairs(st, pairset, config, shard_size or auto_shard_size(n * config.copies))
         added = run_shards(
-            pairs_shard_task, shards, (st.root, pairset, config, sources), f"pairs {pairset}", progress
+            st, pairs_shard_task, shards, (pairset, config, sources), f"pairs {pairset}", progress
         )
     return PairsReport(pairset, config.kind, added, pairset_rows(st, pairset), time.perf_counter() - started)
 
@@ -226,8 +234,12 @@ def _run_feature_shards(st, plan, mask, progress):
     runner = ShardRunner()
     futures = [runner.submit(features_shard_task, st.root, plan.spec, shard, mask) for shard in plan.shards]
     total = sum(len(s.items) for s in plan.shards)
-    with tqdm(total=total, desc=f"features {plan.spec.feature_id}", unit="utt", disable=not progress) as bar:
-        for result in runner.results(futures):
+    with (
+        tqdm(total=total, desc=f"features {plan.spec.feature_id}", unit="utt", disable=not progress) as bar,
+        GroupCommit(st) as batches,
+    ):
+        for result, rows in runner.results(futures):
+            batches.add(rows)
             bar.update(result.utterances)
             yield result
 

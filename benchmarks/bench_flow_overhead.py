@@ -43,6 +43,7 @@ def run_dask(root: str, kind: str) -> None:
     from pipelines.cluster import dask_runner
     from pipelines.featurize import SignalSet, finalize_features, plan_features
     from stores import open_store
+    from stores.commits import GroupCommit
 
     store = open_store(root)
     plan = plan_features(store, SignalSet("noisy"), feature_config(kind))
@@ -52,7 +53,9 @@ def run_dask(root: str, kind: str) -> None:
             client.submit(flows.features_shard_task.fn, store.root, plan.spec, shard, pure=False)
             for shard in plan.shards
         ]
-        client.gather(futures)
+        with GroupCommit(store) as batches:  # the flow's driver commits the held rows the same way
+            for _, rows in client.gather(futures):
+                batches.add(rows)
     finalize_features(store, plan.spec)
 
 

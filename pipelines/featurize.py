@@ -29,7 +29,7 @@ from features.kind import FeatureKind, MaskFn, get_kind
 from features.stft import n_frames
 from pipelines.statistics import reduce_sums, stat_sums
 from stores.audio_index import PairReader, UtteranceReader
-from stores.commits import Shard, rows_by_shard
+from stores.commits import Commit, Shard, rows_by_shard
 from stores.config import parse_choice
 from stores.errors import ConfigError, NotFoundError
 from stores.objects import object_id
@@ -214,14 +214,18 @@ def stored_shapes(spec: FeatureSpec) -> dict:
 
 
 def feature_shard(
-    store: Store, spec: FeatureSpec, shard: Shard, mask: MaskFn | None = None
+    store: Store,
+    spec: FeatureSpec,
+    shard: Shard,
+    mask: MaskFn | None = None,
+    commit: Commit | None = None,
 ) -> FeatureShardResult:
     """Compute, write and commit one shard of a feature set, a batch of its rows at a time (about
     BATCH_SAMPLES of audio each): a worker thread holds one batch's audio and features and a chunk per
     array, whatever the shard's size, in memory kept from its previous batch (`stores.scratch`: fresh memory
     costs page faults). The shard's partial sums of the training statistics are stored with it (not
     returned), so a rerun after a kill still sees every shard's. `mask`: the first-stage model a kind
-    needs (`FeatureKind.needed_model`)."""
+    needs (`FeatureKind.needed_model`). `commit`: how its rows are committed (default `store.commit`, now and alone; a flow's task holds them for the driver's batch: `stores.commits.HeldCommit`)."""
     result, now = FeatureShardResult(shard.shard_id), now_utc()
     kind, config = spec.kind, spec.config
     if kind.needed_model(config) and mask is None:
@@ -251,7 +255,7 @@ def feature_shard(
             for name, writer in writers.items():
                 writer.append(arrays[name])
     write_shard_sums(store, spec, shard.shard_id, sums)
-    store.commit({"feature_frames": rows}, "feature_frames", shard.shard_id)
+    (commit or store.commit)({"feature_frames": rows}, "feature_frames", shard.shard_id)
     result.utterances, result.frames = len(rows), sum(r["num_frames"] for r in rows)
     return result
 

@@ -20,7 +20,7 @@ from pipelines.audio import AudioConfig, LoadedAudio, Rejected, load_audio, samp
 from pipelines.corpora import SourceItem, utf8_text
 from pipelines.isolation import Loader, load_each
 from pipelines.splits import SplitConfig, speaker_split
-from stores.commits import Shard, shard_id_for
+from stores.commits import Commit, Shard, shard_id_for
 from stores.config import is_safe_name, parse_name, parse_positive_int
 from stores.inflight import in_flight
 from stores.paths import audio_array
@@ -170,12 +170,13 @@ def ingest_shard(
     audio: AudioConfig,
     splits: SplitConfig = SplitConfig(),
     loader: Loader = load_audio,
+    commit: Commit | None = None,
 ) -> ShardSummary:
     """Decode one shard, write its audio as one array, then commit its rows. Returns counts, not audio.
 
     The shard is marked in flight until it commits; if an earlier attempt died in it (a decoder's native
     crash ends the process), its files are decoded one by one in a child process and a file that kills
-    the child is rejected (`pipelines.isolation`). `loader` is for tests that inject such a crash."""
+    the child is rejected (`pipelines.isolation`). `loader` is for tests that inject such a crash. `commit`: how its rows are committed (default `store.commit`, now and alone; a flow's task holds them for the driver's batch: `stores.commits.HeldCommit`)."""
     summary, now = ShardSummary(shard.shard_id), now_utc()
     array_path = audio_array(corpus, shard.shard_id)
     rejects = [reject_row(corpus, i, r, d, "ingest", shard.shard_id, now) for i, r, d in shard.prerejected]
@@ -198,7 +199,7 @@ def ingest_shard(
         if chunks:
             lineage = _audio_lineage(corpus, reader, shard, audio, splits, len(rows))
             store.write_audio_array(array_path, np.concatenate(chunks), attrs_json(lineage))
-        store.commit({"rejects": rejects, "utterances": rows}, "utterances", shard.shard_id)
+        (commit or store.commit)({"rejects": rejects, "utterances": rows}, "utterances", shard.shard_id)
     summary.utterances = len(rows)
     summary.seconds = offset / audio.sample_rate
     summary.rejects.update(r["reason"] for r in rejects)

@@ -29,7 +29,7 @@ from pipelines.synthesis import (
     utterance_rng,
 )
 from stores.audio_index import UtteranceReader
-from stores.commits import Shard, shard_id_for
+from stores.commits import Commit, Shard, shard_id_for
 from stores.config import Config, parse_choice, parse_name
 from stores.errors import ConfigError, NotFoundError
 from stores.paths import member, pair_group, pairset_group
@@ -250,9 +250,14 @@ def _draw_rir(
 
 
 def make_pairs_shard(
-    store: Store, pairset: str, config: PairConfig, shard: Shard, sources: Sources
+    store: Store,
+    pairset: str,
+    config: PairConfig,
+    shard: Shard,
+    sources: Sources,
+    commit: Commit | None = None,
 ) -> ShardSummary:
-    """Make and store one shard of pairs, then commit its `pairs` part."""
+    """Make and store one shard of pairs, then commit its rows. `commit`: how its rows are committed (default `store.commit`, now and alone; a flow's task holds them for the driver's batch: `stores.commits.HeldCommit`)."""
     summary, now, sr = ShardSummary(shard.shard_id), now_utc(), store.sample_rate
     group, cache = pair_group(pairset, shard.shard_id), _Cache(store)
     rows, signals, offset = [], {"input": [], "clean": [], "noise": []}, 0
@@ -298,7 +303,7 @@ def make_pairs_shard(
         store.write_audio_array(
             member(group, role), np.concatenate(parts), attrs_json({**lineage, "role": role})
         )
-    store.commit({"pairs": rows}, "pairs", shard.shard_id)
+    (commit or store.commit)({"pairs": rows}, "pairs", shard.shard_id)
     summary.utterances, summary.seconds = len(rows), offset / sr
     return summary
 

@@ -15,7 +15,7 @@ from pipelines.corpora import SourceItem
 from pipelines.ingest import ShardSummary, reject_row
 from pipelines.isolation import Loader, load_each
 from pipelines.synthesis import snr_db
-from stores.commits import Shard, shard_id_for
+from stores.commits import Commit, Shard, shard_id_for
 from stores.config import parse_name
 from stores.inflight import in_flight
 from stores.paths import member, pair_group
@@ -76,10 +76,17 @@ def _given_row(pairset: str, utt: dict, path: str, snr: float) -> dict:
 
 
 def given_pairs_shard(
-    store: Store, corpus: str, pairset: str, shard: Shard, audio: AudioConfig, loader: Loader = load_audio
+    store: Store,
+    corpus: str,
+    pairset: str,
+    shard: Shard,
+    audio: AudioConfig,
+    loader: Loader = load_audio,
+    commit: Commit | None = None,
 ) -> ShardSummary:
     """Decode one shard's given degraded files and commit them as pairs. Marked in flight like an ingest
-    shard: after a crash, its files are decoded one by one in a child process (`pipelines.isolation`)."""
+    shard: after a crash, its files are decoded one by one in a child process (`pipelines.isolation`).
+    `commit`: how its rows are committed (default `store.commit`, now and alone; a flow's task holds them for the driver's batch: `stores.commits.HeldCommit`)."""
     summary, now, stage = ShardSummary(shard.shard_id), now_utc(), f"pairs:{pairset}"
     ids = [i.utterance_id for i in shard.items]
     utts = {
@@ -108,13 +115,13 @@ def given_pairs_shard(
             rows.append({**row, "array": group, "offset": offset, "shard": shard.shard_id, "created_at": now})
             inputs.append(noisy.samples)
             offset += noisy.samples.shape[0]
-        _commit_given(store, corpus, pairset, shard, audio, group, inputs, rows, rejects)
+        _commit_given(store, corpus, pairset, shard, audio, group, inputs, rows, rejects, commit)
     summary.utterances, summary.seconds = len(rows), offset / audio.sample_rate
     summary.rejects.update(r["reason"] for r in rejects)
     return summary
 
 
-def _commit_given(store, corpus, pairset, shard, audio, group, inputs, rows, rejects) -> None:
+def _commit_given(store, corpus, pairset, shard, audio, group, inputs, rows, rejects, commit) -> None:
     if inputs:
         lineage = {
             "kind": "pairs",
@@ -126,4 +133,4 @@ def _commit_given(store, corpus, pairset, shard, audio, group, inputs, rows, rej
             "role": "input",
         }
         store.write_audio_array(member(group, "input"), np.concatenate(inputs), attrs_json(lineage))
-    store.commit({"rejects": rejects, "pairs": rows}, "pairs", shard.shard_id)
+    (commit or store.commit)({"rejects": rejects, "pairs": rows}, "pairs", shard.shard_id)

@@ -26,6 +26,8 @@ from tqdm import tqdm  # noqa: E402
 
 from pipelines.ingest import ShardSummary  # noqa: E402
 from pipelines.prefect_server import ensure_server  # noqa: E402
+from stores.commits import GroupCommit, HeldCommit  # noqa: E402
+from stores.store import open_store  # noqa: E402
 
 _PROCESS_SETTINGS = contextlib.ExitStack()
 
@@ -92,14 +94,27 @@ class ShardRunner:
             yield future.result()
 
 
-def run_shards(task_fn, shards, args: tuple, label: str, progress: bool) -> ShardSummary:
-    """Submit one task per shard, show progress in utterances, merge the summaries."""
+def run_shards(st, task_fn, shards, args: tuple, label: str, progress: bool) -> ShardSummary:
+    """Submit one task per shard (`task_fn(st.root, *args, shard)`, returning its summary and its held rows),
+    show progress in utterances, commit the finished shards' rows in batches (`GroupCommit`), merge the
+    summaries."""
     total, runner = ShardSummary("all"), ShardRunner()
-    futures = [runner.submit(task_fn, *args, shard) for shard in shards]
+    futures = [runner.submit(task_fn, st.root, *args, shard) for shard in shards]
     units = sum(len(s.items) + len(s.prerejected) for s in shards)
-    with tqdm(total=units, desc=label, unit="utt", disable=not progress or not shards) as bar:
-        for result in runner.results(futures):
+    with (
+        tqdm(total=units, desc=label, unit="utt", disable=not progress or not shards) as bar,
+        GroupCommit(st) as batches,
+    ):
+        for result, rows in runner.results(futures):
+            batches.add(rows)
             total.merge(result)
             bar.update(result.utterances + sum(result.rejects.values()))
             bar.set_postfix(hours=f"{total.seconds / 3600:.2f}", rejects=sum(total.rejects.values()))
     return total
+
+
+def holding_rows(shard_fn, store_root: str, *args):
+    """A flow task's work: `shard_fn(store, *args)` with its rows held for the driver's batch commit. ->
+    (its result, its rows)."""
+    held = HeldCommit()
+    return shard_fn(open_store(store_root, create=False), *args, commit=held), held.held

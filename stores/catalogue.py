@@ -20,9 +20,11 @@ import datetime as dt
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import pyarrow as pa
 
+from stores.commits import COMMIT_TABLES, part_footer_shards
 from stores.errors import ConfigError, NotFoundError
 from stores.layouts import FEATURE_KINDS
 from stores.objects import (
@@ -211,8 +213,17 @@ class Catalogue:
     def _measure(self, scans: dict[str, tuple[pa.Table, dict[str, int]]], owned: list) -> None:
         """Add each object's bytes: arrays, checkpoints, and the table parts holding only its rows."""
         shard_owners = {s: e.id for e in self.objects.values() for s in e.shards}
-        for rows, sizes in scans.values():
-            owned += [(owner, size) for size, owner in _parts(rows, sizes, shard_owners)]
+
+        def rowless_owner(table: str, part: str) -> str | None:
+            """A part without rows is its shards' object's: listed in its footer (a commit part's), or in
+            its name (`part-<shard>`, a part from before the footer record, or a side part)."""
+            name = part.removesuffix(".parquet")
+            shards = part_footer_shards(self.store, table, name) if table in COMMIT_TABLES else ()
+            shards = shards or (name[len("part-") :],)
+            return next((shard_owners[s] for s in shards if s in shard_owners), None)
+
+        for table, (rows, sizes) in scans.items():
+            owned += [(owner, size) for size, owner in _parts(rows, sizes, partial(rowless_owner, table))]
         for oid, size in owned:
             if oid in self.objects:
                 self.objects[oid].bytes += size
@@ -294,14 +305,14 @@ class Catalogue:
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _parts(rows: pa.Table, sizes: dict[str, int], shard_owners: dict[str, str]):
+def _parts(rows: pa.Table, sizes: dict[str, int], rowless_owner):
     """(bytes, the one object whose rows it holds, or None) of each part of a table. A part without rows (a
-    shard's empty rejects, or a shard whose every item was rejected) is its shard's object's."""
+    shard's empty rejects, or shards whose every item was rejected) is its shards' object's."""
     owners = {g[PART]: set(g["owner_distinct"]) for g in _groups(rows, [PART], [("owner", "distinct")])}
     for part, size in sizes.items():
         found = owners.get(part)
         if found is None:
-            yield size, shard_owners.get(part[len("part-") : -len(".parquet")])
+            yield size, rowless_owner(part)
         else:
             yield size, next(iter(found)) if len(found) == 1 else None
 

@@ -1,24 +1,33 @@
 """The commit protocol's vocabulary: shards, their ids, and which rows of a table are committed.
 
-A task (one shard) writes its arrays, then its side-table parts, then its commit part last (`Store.commit`);
-every part is staged and moved into place, so a reader never sees half a file. A shard is committed when its
-commit-table part exists, even with zero rows. Rows of a shard that never committed (a killed task's side
-tables) are invisible to every reader that goes through `committed_rows`, and so are the rows of an object
-being removed (`stores.tombstones`).
+A task (one shard) writes its arrays; its rows are then committed, on their own or with other shards' in a
+batch (`commit_shards`; a flow's driver batches the shards its tasks finished, `GroupCommit`): the side-table
+parts first, then one commit-table part last whose Parquet footer lists the shards it commits (the commit
+record). Every part is staged and moved into place, so a reader never sees half a file, and a shard is
+committed when a commit-table part lists it, even with zero rows. Parts are few: one per batch, not one per
+shard. A side-table row counts when the commit part of the same name lists its shard, so the rows of a batch
+that never committed (a killed driver's side parts) are invisible to every reader that goes through
+`committed_rows`, and so are the rows of an object being removed (`stores.tombstones`). Parts written before
+the footer record (`part-<shard>`, one shard each) are read as committing the shard their name gives.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import json
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from stores.errors import NotFoundError
+from stores.scans import listed_parts
+from stores.schema import rows_to_table, table_schema
 from stores.tombstones import committed_columns, without_removed
 
 # table -> the tables whose parts commit its rows: ingest shards commit in `utterances`, pair shards in
@@ -31,6 +40,10 @@ COMMITTED_BY: dict[str, tuple[str, ...]] = {
 }
 # the tables whose parts commit shards (what `verify` checks shard by shard)
 COMMIT_TABLES = ("utterances", "pairs", "feature_frames")
+# commit table -> the side tables whose parts are written beside its parts, under the same names
+SIDE_TABLES = {t: tuple(s for s, by in COMMITTED_BY.items() if t in by and s != t) for t in COMMIT_TABLES}
+SHARDS_KEY = b"specstore.shards"  # a commit part's footer key: the JSON list of the shards it commits
+ATTEMPTS = 5  # a listing that meets a part replaced or removed since starts again
 
 
 @dataclass
@@ -60,20 +73,81 @@ def key_filter(keys: dict[str, object]) -> ds.Expression | None:
 
 
 def committed_rows(store, table: str, columns: list[str] | None = None, **keys: object) -> list[dict]:
-    """Rows of `table` whose columns equal `keys` (e.g. `corpus="demo"`) and whose shard is committed, less
-    those of objects being removed; `columns` (with `shard` always) or every column."""
+    """Rows of `table` whose columns equal `keys` (e.g. `corpus="demo"`) and whose shard is committed by the
+    commit part of their own part's name, less those of objects being removed; `columns` (with `shard`
+    always) or every column."""
     try:
         commit_tables = COMMITTED_BY[table]
     except KeyError:
         raise NotFoundError(
             f"Expected a table committed by shards, one of {', '.join(COMMITTED_BY)}. Got {table!r} instead."
         ) from None
-    committed = set().union(*(store.committed_shards(t) for t in commit_tables))
+    valid = {
+        f"{p}\n{s}" for t in commit_tables for p, shards in part_shards(store, t).items() for s in shards
+    }
     wanted = None if columns is None else list(dict.fromkeys([*columns, "shard"]))
-    rows = store.read_table(table, filter=key_filter(keys), columns=committed_columns(table, wanted))
-    rows = rows.filter(pc.is_in(rows["shard"], pa.array(sorted(committed), pa.string())))
-    rows = without_removed(store, table, rows)
+    read = committed_columns(table, wanted) or list(table_schema(table).names)
+    rows = store.read_table(table, filter=key_filter(keys), columns=[*read, "__filename"])
+    rows = rows.filter(pc.is_in(_part_shard_keys(rows), pa.array(sorted(valid), pa.string())))
+    rows = without_removed(store, table, rows.drop_columns(["__filename"]))
     return (rows if wanted is None else rows.select(wanted)).to_pylist()
+
+
+def _part_shard_keys(rows: pa.Table) -> pa.Array:
+    """Each row's `<part name>\n<shard>`: its part's name from the few distinct file names, then joined."""
+    files = pc.dictionary_encode(rows["__filename"]).combine_chunks()
+    names = pa.array([part_of(f) for f in files.dictionary.to_pylist()], pa.string())
+    return pc.binary_join_element_wise(pc.take(names, files.indices), rows["shard"], "\n")
+
+
+def part_of(path: str) -> str:
+    """A part's name (no folder, no `.parquet`) from its path."""
+    return path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+# (part path, part version) -> the shards it commits: a part is only ever replaced by moving a new file into
+# place, so a version (size, mtime and inode; an ETag on object stores) names one footer for good
+_FOOTERS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def part_shards(store, commit_table: str) -> dict[str, tuple[str, ...]]:
+    """{part name: the shards it commits} of a commit table, each footer read once per part version."""
+    for attempt in range(ATTEMPTS):
+        try:
+            listing = listed_parts(store, commit_table)
+            return {part_of(n): _footer_shards(store, commit_table, n, v) for n, (_, v) in listing.items()}
+        except FileNotFoundError:
+            if attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _footer_shards(store, table: str, file_name: str, version: str) -> tuple[str, ...]:
+    path = f"{store.table_path(table)}/{file_name}"
+    key = (f"{store.root}|{path}", version)
+    if key not in _FOOTERS:
+        with store.fs.open(path, "rb") as handle:  # a part removed meanwhile: the listing starts again
+            listed = (pq.read_metadata(handle).metadata or {}).get(SHARDS_KEY)
+        name = part_of(file_name)
+        legacy = (name[len("part-") :],) if name.startswith("part-") else ()
+        _FOOTERS[key] = tuple(json.loads(listed)) if listed else legacy
+    return _FOOTERS[key]
+
+
+def part_footer_shards(store, commit_table: str, name: str) -> tuple[str, ...]:
+    """The shards one commit part lists in its footer (() where it lists none or is gone)."""
+    try:
+        with store.fs.open(f"{store.table_path(commit_table)}/{name}.parquet", "rb") as handle:
+            listed = (pq.read_metadata(handle).metadata or {}).get(SHARDS_KEY)
+    except FileNotFoundError:
+        return ()
+    return tuple(json.loads(listed)) if listed else ()
+
+
+def committed_shards(store, commit_table: str) -> set[str]:
+    return {s for shards in part_shards(store, commit_table).values() for s in shards}
 
 
 def rows_by_shard(rows: list[dict], order: str = "offset") -> dict[str, list[dict]]:
@@ -82,3 +156,125 @@ def rows_by_shard(rows: list[dict], order: str = "offset") -> dict[str, list[dic
     for row in sorted(rows, key=lambda r: (r["shard"], r[order])):
         groups.setdefault(row["shard"], []).append(row)
     return groups
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@dataclass
+class ShardRows:
+    """One shard's rows of each table (its commit table's and side tables'), ready to commit."""
+
+    shard_id: str
+    commit_table: str
+    tables: dict[str, list[dict] | pa.Table]
+
+
+def commit_part_name(shard_ids: list[str]) -> str:
+    """`part-<shard>` for one shard (a rerun of it replaces its parts), `part-batch-<hash of the ids>` for
+    several."""
+    if len(shard_ids) == 1:
+        return f"part-{shard_ids[0]}"
+    return "part-batch-" + hashlib.sha256("\n".join(sorted(shard_ids)).encode()).hexdigest()[:16]
+
+
+def commit_shards(store, batch: list[ShardRows]) -> str:
+    """Commit shards of one commit table together: the side-table parts first, then the one commit part
+    whose footer lists them all. -> the parts' name. A side table with no rows gets no part (most ingest
+    shards reject nothing); one left under this name by an earlier, killed write is removed instead."""
+    ids = [s.shard_id for s in batch]
+    table = batch[0].commit_table
+    if len(set(ids)) != len(ids) or any(s.commit_table != table for s in batch):
+        raise ValueError(f"Expected distinct shards of one commit table. Got {ids} instead.")
+    name = commit_part_name(ids)
+    for side in sorted({t for s in batch for t in s.tables} - {table}):
+        rows = _concat(side, [s.tables.get(side, []) for s in batch])
+        if rows.num_rows:
+            store.write_part(side, name, rows)
+        else:
+            store.remove_part(side, name)
+    rows = _concat(table, [s.tables.get(table, []) for s in batch])
+    store.write_part(table, name, rows, metadata={SHARDS_KEY: json.dumps(sorted(ids)).encode()})
+    return name
+
+
+def _concat(table: str, parts: list[list[dict] | pa.Table]) -> pa.Table:
+    schema = table_schema(table)
+    tables = [p if isinstance(p, pa.Table) else rows_to_table(table, p) for p in parts]
+    return pa.concat_tables([t.cast(schema) for t in tables]) if tables else rows_to_table(table, [])
+
+
+def uncommit(store, commit_table: str, shards: Iterable[str]) -> int:
+    """Uncommit shards: each commit part listing some of them is rewritten without them (their rows and
+    their ids) or removed when it lists no other; then their rows leave the side parts of the same names.
+    -> the bytes freed. Readers see a shard committed with its rows, or neither."""
+    gone, freed = set(shards), 0
+    for name, listed in part_shards(store, commit_table).items():
+        hit = gone & set(listed)
+        if hit:
+            freed += _drop_shards(store, commit_table, name, hit, set(listed) - hit)
+            for side in SIDE_TABLES[commit_table]:
+                freed += _drop_shards(store, side, name, hit, None)
+    return freed
+
+
+def _drop_shards(store, table: str, name: str, hit: set[str], left: set[str] | None) -> int:
+    """Rewrite part `name` of `table` without the rows of the shards `hit` (`left`: the shards its footer
+    lists afterwards, None for a side part); removed when nothing is left. -> bytes freed."""
+    path = f"{store.table_path(table)}/{name}.parquet"
+    try:
+        before = store.fs.size(path)
+        rows = ds.dataset(path, format="parquet", filesystem=store.fs, schema=table_schema(table)).to_table()
+    except FileNotFoundError:
+        return 0
+    kept = rows.filter(pc.invert(pc.is_in(rows["shard"], pa.array(sorted(hit), pa.string()))))
+    if not (left or (left is None and kept.num_rows)):
+        return store.remove_part(table, name)
+    if left is None and kept.num_rows == rows.num_rows:
+        return 0
+    metadata = None if left is None else {SHARDS_KEY: json.dumps(sorted(left)).encode()}
+    store.write_part(table, name, kept, metadata=metadata)
+    return before - store.fs.size(path)
+
+
+class HeldCommit:
+    """A shard function's `commit` that keeps the shard's rows instead of writing them: a flow's task returns
+    them (`held`) and the flow's driver commits them with other shards' (`GroupCommit`)."""
+
+    def __init__(self) -> None:
+        self.held: ShardRows | None = None
+
+    def __call__(self, tables: dict, commit_table: str, shard_id: str) -> None:
+        self.held = ShardRows(shard_id, commit_table, tables)
+
+
+class GroupCommit:
+    """Commits the rows of finished shards a batch at a time: when `max_shards` are held or `max_seconds`
+    have passed since the last commit, and when the context ends (an error included: finished shards are
+    kept; the rerun plans only the others). A killed driver loses the held batch, which a rerun redoes."""
+
+    def __init__(self, store, max_shards: int = 64, max_seconds: float = 30.0) -> None:
+        self.store, self.max_shards, self.max_seconds = store, max_shards, max_seconds
+        self.held: dict[str, list[ShardRows]] = {}
+        self.last = time.monotonic()
+
+    def add(self, rows: ShardRows | None) -> None:
+        if rows is not None:
+            self.held.setdefault(rows.commit_table, []).append(rows)
+        due = time.monotonic() - self.last >= self.max_seconds
+        if due or sum(map(len, self.held.values())) >= self.max_shards:
+            self.flush()
+
+    def flush(self) -> None:
+        for table in sorted(self.held):
+            commit_shards(self.store, self.held[table])
+        self.held, self.last = {}, time.monotonic()
+
+    def __enter__(self) -> GroupCommit:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
+Commit = Callable[[dict, str, str], None]  # (tables, commit table, shard id): how a shard function commits

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
+from stores.commits import COMMITTED_BY, part_shards
 from stores.errors import ConfigError
 from stores.locks import held_locks, run_lock
 from stores.objects import COMMIT_TABLE, KINDS, lock_name, object_id, object_of_array, row_owners
@@ -105,8 +106,8 @@ def _uncommitted(store: Store, records: list[dict]) -> list[Item]:
         if f"/{STAGING}/" in problem.what:
             continue
         if problem.what.startswith("rejects/"):
-            shard = problem.what[len("rejects/part-") :]
-            path = f"{store.table_path('rejects')}/part-{shard}.parquet"
+            part = problem.what[len("rejects/") :]
+            path = f"{store.table_path('rejects')}/{part}.parquet"
             try:
                 with store.fs.open(path, "rb") as handle:
                     owners = row_owners("rejects", pq.read_table(handle, columns=["corpus", "stage"]))
@@ -114,8 +115,8 @@ def _uncommitted(store: Store, records: list[dict]) -> list[Item]:
                 continue
             owner = next(iter(owners.drop_null().to_pylist()), None)
 
-            def uncommitted(shard=shard) -> bool:
-                return shard not in store.committed_shards("utterances") | store.committed_shards("pairs")
+            def uncommitted(part=part) -> bool:
+                return not any(part in part_shards(store, t) for t in COMMITTED_BY["rejects"])
 
             remove = _remove_file(store, path)
             items.append(Item(problem.what, problem.detail, _size(store, path), owner, remove, uncommitted))

@@ -5,10 +5,11 @@ Any fsspec URL works as a root (a local folder, `memory://…`, `s3://…`); loc
 read through one backend interface chosen once per store (`stores.arrays`): the direct path for local
 folders, zarr's own everywhere else or when asked for.
 
-Commit protocol: a task writes its arrays first, then its side-table parts, then its commit part last; every
-part is written under a staging name that readers ignore (pyarrow skips names starting with `_`) and moved
-into place, so a reader never sees a half-written file and a killed writer leaves no partial row. Part names
-are derived from the task's shard id, so a rerun of the same shard replaces its parts instead of adding rows.
+Commit protocol (`stores.commits`): a task writes its arrays first; its rows are committed after them, alone
+or in a batch with other shards' rows: side-table parts, then the commit part last, whose footer lists the
+shards it commits. Every part is written under a staging name that readers ignore (pyarrow skips names
+starting with `_`) and moved into place, so a reader never sees a half-written file and a killed writer
+leaves no partial row.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from zarr.storage import FsspecStore, LocalStore
 from stores.arrays import CHECKSUM_ATTR, DirectArrays, ZarrArrays, parse_backend
 from stores.audio_index import read_audio
 from stores.chunks import LocalChunks
-from stores.commits import committed_rows, key_filter
+from stores.commits import ShardRows, commit_shards, committed_rows, committed_shards, key_filter, uncommit
 from stores.config import parse_name, parse_positive_int
 from stores.errors import ConfigError
 from stores.featureset import FeatureSet
@@ -139,13 +140,18 @@ class Store:
         """Committed part names (without `.parquet`) of a table; staging files are not listed."""
         return part_names(self.fs, self.table_path(name))
 
-    def write_part(self, name: str, part: str, rows: list[dict] | pa.Table) -> str:
+    def write_part(
+        self, name: str, part: str, rows: list[dict] | pa.Table, metadata: dict[bytes, bytes] | None = None
+    ) -> str:
         """Write one part of a table atomically (staging file, then a move); same part name = replace,
         including the staging files of earlier writes of it that never finished (a killed writer's: a part
-        has one writer at a time, its flow's run lock sees to that)."""
+        has one writer at a time, its flow's run lock sees to that). `metadata`: footer keys (a commit
+        part's list of shards)."""
         parse_name(part, "table part name")
         table = rows if isinstance(rows, pa.Table) else rows_to_table(name, rows)
         table = table.cast(table_schema(name))
+        if metadata:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
         path = self.table_path(name)
         staging = f"{path}/{STAGING}/{part}.{uuid.uuid4().hex}.parquet"
         final = f"{path}/{part}.parquet"
@@ -159,26 +165,18 @@ class Store:
         return final
 
     def commit(self, parts: dict[str, list[dict] | pa.Table], commit_table: str, shard: str) -> None:
-        """Write a shard's side-table parts, then its commit-table part last: the shard is committed when
-        `commit_table/part-<shard>` exists (even with zero rows). A side table with no rows gets no part
-        (most ingest shards reject nothing: an empty `rejects` part per shard doubled ingest's parts); one
-        left by an earlier, killed write of the same shard is removed instead."""
-        for name, rows in parts.items():
-            if name == commit_table:
-                continue
-            if len(rows) if isinstance(rows, list) else rows.num_rows:
-                self.write_part(name, f"part-{shard}", rows)
-            else:
-                self._remove_file(f"{self.table_path(name)}/part-{shard}.parquet")
-        self.write_part(commit_table, f"part-{shard}", parts.get(commit_table, []))
+        """Commit one shard's rows: its side-table parts, then its commit-table part `part-<shard>` last
+        (`stores.commits.commit_shards`; a flow's driver commits finished shards in batches instead)."""
+        commit_shards(self, [ShardRows(shard, commit_table, parts)])
 
     def uncommit(self, commit_table: str, shards) -> int:
-        """Uncommit shards: remove their commit parts where present; -> the bytes freed. With `remove_rows`,
-        the one way rows leave the store (repair, `specstore rm`)."""
-        freed, path = 0, self.table_path(commit_table)
-        for shard in sorted(shards):
-            freed += self._remove_file(f"{path}/part-{shard}.parquet")
-        return freed
+        """Uncommit shards (`stores.commits.uncommit`); -> the bytes freed. With `remove_rows`, the one way
+        rows leave the store (repair, `specstore rm`)."""
+        return uncommit(self, commit_table, shards)
+
+    def remove_part(self, name: str, part: str) -> int:
+        """Remove part `part` of table `name` where present; -> the bytes freed."""
+        return self._remove_file(f"{self.table_path(name)}/{part}.parquet")
 
     def remove_rows(self, name: str, keys: dict[str, object]) -> int:
         """Remove the rows of a table whose columns equal `keys`, whatever parts hold them: each such part
@@ -212,7 +210,8 @@ class Store:
         return size
 
     def committed_shards(self, commit_table: str) -> set[str]:
-        return {p[len("part-") :] for p in self.part_names(commit_table) if p.startswith("part-")}
+        """The shards the parts of `commit_table` commit (their footers' lists)."""
+        return committed_shards(self, commit_table)
 
     def committed_rows(self, table: str, columns: list[str] | None = None, **keys: object) -> list[dict]:
         """Rows of `table` with these column values whose shard is committed (`stores.commits`)."""

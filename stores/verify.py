@@ -25,7 +25,7 @@ import zarr
 
 from stores.arrays import CHECKSUM_ATTR
 from stores.chunks import array_checksum
-from stores.commits import COMMIT_TABLES
+from stores.commits import COMMIT_TABLES, COMMITTED_BY, part_shards
 from stores.paths import AUDIO, FEATURES, PAIRS, STATS, SUMS_PREFIX, feature_stats, member
 from stores.schema import SCHEMAS
 from stores.store import STAGING, Store
@@ -194,9 +194,10 @@ def find_leftovers(store: Store) -> list[Problem]:
             for path in store.fs.ls(staging, detail=False):
                 problems.append(Problem("leftover", path, "a table part whose write never finished"))
     committed = set().union(*(store.committed_shards(t) for t in COMMIT_TABLES))
+    commit_parts = set().union(*(part_shards(store, t) for t in COMMITTED_BY["rejects"]))
     for part in store.part_names("rejects"):
-        if part.startswith("part-") and part[5:] not in committed:
-            problems.append(Problem("leftover", f"rejects/{part}", "rejects of a shard that never committed"))
+        if part not in commit_parts:
+            problems.append(Problem("leftover", f"rejects/{part}", "rejects of shards that never committed"))
     for top in (AUDIO, PAIRS, FEATURES):
         if top not in store.arrays:
             continue

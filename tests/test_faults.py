@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from pipelines.mixing import PairConfig
 from pipelines.testing import ingest_in_process, pairs_in_process
 from stores import open_store
+from stores.paths import FEATURES, STATS
 from stores.verify import verify_store
 
 pytestmark = pytest.mark.slow
@@ -59,10 +61,13 @@ def _features_cli(store, kind="reassigned", *extra):
     )
 
 
-def _wait_for_parts(store, count, proc, timeout=120):
+def _wait_for_shards(store, count, proc, timeout=120):
+    """Whether `count` feature shards have started writing their arrays while `proc` runs (their rows are
+    committed in batches by the flow's driver, so parts are no sign of progress)."""
+    folder = Path(store.array_location(FEATURES))
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if len(store.part_names("feature_frames")) >= count:
+        if sum(1 for s in folder.glob("*/*") if s.is_dir() and s.name != STATS) >= count:
             return True
         time.sleep(0.05)
     return False
@@ -84,7 +89,7 @@ def _assert_complete(store):
 
 def test_killed_dask_worker_mid_flow(pair_store, prefect_api):
     proc = _features_cli(pair_store)
-    assert _wait_for_parts(pair_store, 1, proc), proc.communicate()
+    assert _wait_for_shards(pair_store, 1, proc), proc.communicate()
     workers = _dask_workers(proc)
     assert workers, "no Dask worker processes found"
     os.kill(workers[0].pid, signal.SIGKILL)
@@ -99,11 +104,11 @@ def test_killed_dask_worker_mid_flow(pair_store, prefect_api):
 
 def test_killed_flow_process_is_finished_by_a_rerun(pair_store, prefect_api):
     proc = _features_cli(pair_store)
-    assert _wait_for_parts(pair_store, 2, proc), proc.communicate()
+    assert _wait_for_shards(pair_store, 2, proc), proc.communicate()
     os.killpg(proc.pid, signal.SIGKILL)  # the command, its Dask cluster, everything in its session
     proc.communicate()
-    committed_before = len(pair_store.part_names("feature_frames"))
-    assert 0 < committed_before < 13 and pair_store.table("features").count_rows() == 0
+    assert len(pair_store.committed_shards("feature_frames")) < 13  # killed before its last commit
+    assert pair_store.table("features").count_rows() == 0
     rerun = _features_cli(pair_store)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
@@ -113,7 +118,7 @@ def test_killed_flow_process_is_finished_by_a_rerun(pair_store, prefect_api):
 
 def test_two_concurrent_runs_never_mix(pair_store, prefect_api):
     first = _features_cli(pair_store)
-    assert _wait_for_parts(pair_store, 1, first)
+    assert _wait_for_shards(pair_store, 1, first)
     second = _features_cli(pair_store)
     out2, err2 = second.communicate(timeout=300)
     out1, err1 = first.communicate(timeout=300)
