@@ -41,7 +41,6 @@ from pipelines.mixing import (  # noqa: E402  # noqa: E402
     check_pairset_config,
     load_sources,
     make_pairs_shard,
-    pairset_rows,
     plan_pairs,
 )
 from pipelines.pairs import given_pairs_shard, given_pairset_name, plan_given_pairs  # noqa: E402
@@ -51,6 +50,7 @@ from pipelines.reports import (  # noqa: E402
     PairsReport,
     found_features,
     ingest_report,
+    pairs_report,
 )
 from pipelines.runner import (  # noqa: E402
     ShardRunner,
@@ -192,7 +192,7 @@ def pairs_flow(
         added = run_shards(
             st, pairs_shard_task, shards, (pairset, config, sources), f"pairs {pairset}", progress
         )
-    return PairsReport(pairset, config.kind, added, pairset_rows(st, pairset), time.perf_counter() - started)
+    return pairs_report(st, pairset, config.kind, added, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------- features

@@ -15,9 +15,9 @@ from pipelines.cluster import RunnerConfig
 from pipelines.corpora import get_reader, parse_source, scan_corpus
 from pipelines.featurize import FeaturePlan, SignalSet, plan_features
 from pipelines.ingest import ShardSummary, plan_ingest
-from pipelines.mixing import PairConfig, check_recorded_config, pairset_rows, plan_pairs
+from pipelines.mixing import PairConfig, check_recorded_config, plan_pairs
 from pipelines.pairs import plan_given_pairs
-from pipelines.reports import IngestReport, PairsReport, ingest_report
+from pipelines.reports import IngestReport, ingest_report, pairs_report
 from pipelines.sources import SourceRequest
 from pipelines.sources import parse_source as parse_pair_source
 from pipelines.splits import SplitConfig, parse_split_fractions
@@ -100,9 +100,7 @@ def pairs_done(store: str, pairset: str, config: PairConfig, sources: tuple[Sour
     # the shard size only groups the missing utterances: any size finds none when none is missing
     if plan_pairs(st, pairset, config, shard_size=128):
         return None
-    return PairsReport(
-        pairset, config.kind, ShardSummary("all"), pairset_rows(st, pairset), time.perf_counter() - started
-    )
+    return pairs_report(st, pairset, config.kind, ShardSummary("all"), time.perf_counter() - started)
 
 
 def needs_model(plan: FeaturePlan) -> bool:

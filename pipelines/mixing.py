@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.dataset as ds
 
 from pipelines.ingest import ShardSummary
 from pipelines.splits import SPLITS
@@ -306,7 +305,3 @@ def make_pairs_shard(
     (commit or store.commit)({"pairs": rows}, "pairs", shard.shard_id)
     summary.utterances, summary.seconds = len(rows), offset / sr
     return summary
-
-
-def pairset_rows(store: Store, pairset: str) -> list[dict]:
-    return store.read_table("pairs", filter=ds.field("pairset") == pairset).to_pylist()

@@ -62,34 +62,55 @@ def ingest_report(
 
 @dataclass
 class PairsReport:
+    """A pair set's summary: counts and ranges, read as columns (a pair set may hold hundreds of thousands
+    of pairs: no row is kept)."""
+
     pairset: str
     kind: str
     added: ShardSummary
-    rows: list[dict]
+    pairs: int
     seconds: float
+    snr: tuple[float, float] | None = None  # achieved, over pairs with a target
+    snr_error: float | None = None  # largest |achieved - target|
+    t60: tuple[float, float] | None = None
+    rir_ids: int = 0
+    clip_limited: int = 0
 
     def lines(self) -> list[str]:
         out = [
-            f"pair set {self.pairset} ({self.kind}): {len(self.rows)} pairs ({self.added.utterances} added now)"
+            f"pair set {self.pairset} ({self.kind}): {self.pairs} pairs ({self.added.utterances} added now)"
         ]
-        deltas = [
-            abs(r["snr_db_achieved"] - r["snr_db_target"])
-            for r in self.rows
-            if r["snr_db_target"] is not None
-        ]
-        if deltas:
-            snrs = [r["snr_db_achieved"] for r in self.rows]
+        if self.snr is not None:
             out.append(
-                f"SNR achieved {min(snrs):.2f} to {max(snrs):.2f} dB, |achieved - target| <= {max(deltas):.4f} dB"
+                f"SNR achieved {self.snr[0]:.2f} to {self.snr[1]:.2f} dB, |achieved - target| <= "
+                f"{self.snr_error:.4f} dB"
             )
-        t60s = [r["t60_s"] for r in self.rows if r["t60_s"] is not None]
-        if t60s:
-            out.append(
-                f"T60 {min(t60s):.2f} to {max(t60s):.2f} s over {len({r['rir_id'] for r in self.rows})} RIR ids"
-            )
-        limited = sum(bool(r["clip_prevented"]) for r in self.rows)
-        out.append(f"level lowered to prevent clipping: {limited} pairs; wall time {self.seconds:.1f} s")
+        if self.t60 is not None:
+            out.append(f"T60 {self.t60[0]:.2f} to {self.t60[1]:.2f} s over {self.rir_ids} RIR ids")
+        out.append(
+            f"level lowered to prevent clipping: {self.clip_limited} pairs; wall time {self.seconds:.1f} s"
+        )
         return out
+
+
+def pairs_report(st, pairset: str, kind: str, added: ShardSummary, seconds: float) -> PairsReport:
+    """What a pairs run leaves in the store for `pairset`."""
+    columns = ["snr_db_achieved", "snr_db_target", "t60_s", "rir_id", "clip_prevented"]
+    rows = st.read_table("pairs", filter=ds.field("pairset") == pairset, columns=columns)
+    report = PairsReport(pairset, kind, added, rows.num_rows, seconds)
+    targeted = rows.filter(pc.is_valid(rows["snr_db_target"]))
+    if targeted.num_rows:
+        achieved = targeted["snr_db_achieved"]
+        report.snr = (pc.min(achieved).as_py(), pc.max(achieved).as_py())
+        report.snr_error = pc.max(pc.abs(pc.subtract(achieved, targeted["snr_db_target"]))).as_py()
+    reverberant = rows.filter(pc.is_valid(rows["t60_s"]))
+    if reverberant.num_rows:
+        report.t60 = (pc.min(reverberant["t60_s"]).as_py(), pc.max(reverberant["t60_s"]).as_py())
+        report.rir_ids = len(pc.unique(reverberant["rir_id"]))
+    report.clip_limited = int(
+        pc.sum(pc.cast(pc.fill_null(rows["clip_prevented"], False), "int64")).as_py() or 0
+    )
+    return report
 
 
 @dataclass
