@@ -23,6 +23,7 @@ from pipelines.pairs import given_pairs_shard, plan_given_pairs
 from pipelines.sources import source_audio_config
 from pipelines.splits import SplitConfig
 from stores import open_store
+from stores.commits import GroupCommit, HeldCommit
 
 REAL_DATA_ENV = "SPECSTORE_REAL_DATA"
 
@@ -147,10 +148,30 @@ def ingest_in_process(
     audio, splits = audio or AudioConfig(), splits or SplitConfig()
     items = scan_corpus(reader, source)
     plan = plan_ingest(store, reader, items, name, shard_size)
-    done = [ingest_shard(store, plan.corpus, reader, s, audio, splits) for s in plan.shards]
+    done = committed_together(
+        store,
+        lambda s, commit: ingest_shard(store, plan.corpus, reader, s, audio, splits, commit=commit),
+        plan.shards,
+    )
     pairset, shards = plan_given_pairs(store, plan.corpus, items, shard_size=shard_size)
-    pairs = [given_pairs_shard(store, plan.corpus, pairset, s, audio) for s in shards]
+    pairs = committed_together(
+        store,
+        lambda s, commit: given_pairs_shard(store, plan.corpus, pairset, s, audio, commit=commit),
+        shards,
+    )
     return done, pairs
+
+
+def committed_together(store, run_one, shards) -> list:
+    """`run_one(shard, commit)` for each shard, their rows committed in batches as a flow's driver commits
+    them (`stores.commits.GroupCommit`): stores made here are laid out as the flows lay them out."""
+    out = []
+    with GroupCommit(store) as batches:
+        for shard in shards:
+            held = HeldCommit()
+            out.append(run_one(shard, held))
+            batches.add(held.held)
+    return out
 
 
 def pairs_in_process(store, pairset: str, config, noise_folder=None, rir_folder=None, shard_size: int = 4):
@@ -172,10 +193,10 @@ def pairs_in_process(store, pairset: str, config, noise_folder=None, rir_folder=
         )
     check_pairset_config(store, pairset, config)
     sources = load_sources(store, config)
-    return [
-        make_pairs_shard(store, pairset, config, s, sources)
-        for s in plan_pairs(store, pairset, config, shard_size)
-    ]
+    shards = plan_pairs(store, pairset, config, shard_size)
+    return committed_together(
+        store, lambda s, commit: make_pairs_shard(store, pairset, config, s, sources, commit=commit), shards
+    )
 
 
 def deconvolution_lag(wet: np.ndarray, dry: np.ndarray, max_lag: int = 2000) -> int:
@@ -193,8 +214,9 @@ def features_in_process(store, pairset: str | None, config, codec: str | None = 
     source = SignalSet(corpus, corpus=True) if corpus else SignalSet(pairset)
     plan = plan_features(store, source, config, codec)
     if not plan.complete:
-        for shard in plan.shards:
-            feature_shard(store, plan.spec, shard, mask)
+        committed_together(
+            store, lambda s, commit: feature_shard(store, plan.spec, s, mask, commit=commit), plan.shards
+        )
         finalize_features(store, plan.spec)
     return plan.spec.feature_id
 

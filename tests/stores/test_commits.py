@@ -3,7 +3,7 @@ list of shards, side rows of a batch that never committed, uncommitting a shard 
 driver's batching (`GroupCommit`)."""
 
 import json
-import os
+import uuid
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -33,9 +33,7 @@ def _shard(shard: str, utterances: list[str], rejects: list[str] = ()) -> ShardR
 
 @pytest.fixture(params=["local", "memory"])
 def store(request, tmp_path):
-    url = (
-        str(tmp_path / "s") if request.param == "local" else f"memory://commits-{os.getpid()}-{id(tmp_path)}"
-    )
+    url = str(tmp_path / "s") if request.param == "local" else f"memory://commits-{uuid.uuid4().hex}"
     return open_store(url)
 
 
