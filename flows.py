@@ -96,7 +96,7 @@ def pairs_shard_task(store_root, pairset, config, sources, shard):
 
 
 @task(name="features-shard", retries=2, retry_delay_seconds=2)
-def features_shard_task(store_root, spec, shard, mask=None):
+def features_shard_task(store_root, spec, mask, shard):
     return holding_rows(feature_shard, store_root, spec, shard, mask)
 
 
@@ -232,13 +232,13 @@ def features_flow(
 
 def _run_feature_shards(st, plan, mask, progress):
     runner = ShardRunner()
-    futures = [runner.submit(features_shard_task, st.root, plan.spec, shard, mask) for shard in plan.shards]
     total = sum(len(s.items) for s in plan.shards)
     with (
         tqdm(total=total, desc=f"features {plan.spec.feature_id}", unit="utt", disable=not progress) as bar,
         GroupCommit(st) as batches,
     ):
-        for result, rows in runner.results(futures):
+        shards = runner.run(features_shard_task, (st.root, plan.spec, mask), plan.shards)
+        for result, rows in shards:
             batches.add(rows)
             bar.update(result.utterances)
             yield result

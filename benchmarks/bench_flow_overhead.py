@@ -50,7 +50,7 @@ def run_dask(root: str, kind: str) -> None:
     cluster = LocalCluster(**dask_runner(2, None).cluster_kwargs)  # the cluster the flow's runner starts
     with cluster, Client(cluster) as client:
         futures = [
-            client.submit(flows.features_shard_task.fn, store.root, plan.spec, shard, pure=False)
+            client.submit(flows.features_shard_task.fn, store.root, plan.spec, None, shard, pure=False)
             for shard in plan.shards
         ]
         with GroupCommit(store) as batches:  # the flow's driver commits the held rows the same way

@@ -17,11 +17,13 @@ import hashlib
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from zarr.codecs import BloscCodec, ZstdCodec
 
@@ -29,7 +31,7 @@ from features.kind import FeatureKind, MaskFn, get_kind
 from features.stft import n_frames
 from pipelines.statistics import reduce_sums, stat_sums
 from stores.audio_index import PairReader, UtteranceReader
-from stores.commits import Commit, Shard, rows_by_shard
+from stores.commits import Commit, Shard, shard_rows, table_by_shard
 from stores.config import parse_choice
 from stores.errors import ConfigError, NotFoundError
 from stores.objects import object_id
@@ -86,11 +88,11 @@ class SignalSet:
         """The catalogue's id of what the set is computed over (`pairs:<name>`, `corpus:<name>`)."""
         return object_id("corpus" if self.corpus else "pairs", self.name)
 
-    def rows(self, store: Store) -> list[dict]:
-        """The committed rows the set is computed from."""
+    def rows(self, store: Store) -> pa.Table:
+        """The committed rows the set is computed from (an Arrow table: a set may have 281,241 of them)."""
         if self.corpus:
-            return store.committed_rows("utterances", ROW_COLUMNS, corpus=self.name)
-        return store.committed_rows("pairs", [*ROW_COLUMNS, "roles"], pairset=self.name)
+            return store.committed_table("utterances", ROW_COLUMNS, corpus=self.name)
+        return store.committed_table("pairs", [*ROW_COLUMNS, "roles"], pairset=self.name)
 
     def reader(self, store: Store, scratch: Scratch | None = None):
         return UtteranceReader(store, scratch) if self.corpus else PairReader(store, scratch)
@@ -103,11 +105,13 @@ def feature_set_uses(source: SignalSet, config) -> tuple[str, ...]:
     return (source.object_id, *((object_id("model", model),) if model else ()))
 
 
-def rows_fingerprint(rows: Iterable[dict]) -> str:
+def rows_fingerprint(rows: pa.Table) -> str:
     """What the feature set was computed from: every committed row (id, split, length, the shard that made
-    it); the split is in because the training statistics depend on it."""
-    lines = sorted(f"{r['utterance_id']}:{r['split']}:{r['num_samples']}:{r['shard']}" for r in rows)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    it), as the sorted lines `id:split:length:shard` (a missing split reads `None`); the split is in
+    because the training statistics depend on it."""
+    columns = [rows["utterance_id"], rows["split"], pc.cast(rows["num_samples"], pa.string()), rows["shard"]]
+    lines = pc.binary_join_element_wise(*columns, ":", null_handling="replace", null_replacement="None")
+    return hashlib.sha256("\n".join(sorted(lines.to_pylist())).encode()).hexdigest()
 
 
 def feature_id_for(config, codec: str, source: SignalSet, fingerprint: str) -> str:
@@ -173,19 +177,19 @@ def plan_features(store: Store, source: SignalSet, config, codec: str | None = N
         )
     get_kind(config.kind).roles(source.corpus)  # a kind that needs pairs refuses a corpus
     rows = source.rows(store)
-    if not rows:
+    if not rows.num_rows:
         raise NotFoundError(f"Expected a {source.label} with committed rows. Got none.")
     fingerprint = rows_fingerprint(rows)
     spec = FeatureSpec(feature_id_for(config, codec, source, fingerprint), config, codec, source, fingerprint)
     if store.read_table("features", filter=ds.field("feature_id") == spec.feature_id).num_rows:
-        return FeaturePlan(spec, [], True, len(rows))
+        return FeaturePlan(spec, [], True, rows.num_rows)
     done = store.committed_shards("feature_frames")
     shards = [
         Shard(shard_name(spec, s), items)
-        for s, items in rows_by_shard(rows).items()
+        for s, items in table_by_shard(rows).items()
         if shard_name(spec, s) not in done
     ]
-    return FeaturePlan(spec, shards, False, len(rows))
+    return FeaturePlan(spec, shards, False, rows.num_rows)
 
 
 def shard_name(spec: FeatureSpec, source_shard: str) -> str:
@@ -239,7 +243,7 @@ def feature_shard(
             n: stack.enter_context(w) for n, w in shard_writers(store, spec, shard.shard_id, shapes).items()
         }
         reader = spec.source.reader(store, scratch)
-        for batch in row_batches(shard.items):
+        for batch in row_batches(shard_rows(shard)):
             counts = [n_frames(row["num_samples"], config) for row in batch]
             arrays = {n: scratch.array(n, (sum(counts), *a.tail), a.dtype) for n, a in shapes.items()}
             signals = reader.signals(batch, signals_needed)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow.compute as pc
 
 from pipelines.audio import AudioConfig, LoadedAudio, Rejected, load_audio, samples_sha256
 from pipelines.corpora import SourceItem, utf8_text
@@ -94,12 +95,13 @@ def plan_ingest(
     corpus = parse_name(corpus or reader, "corpus name")
     parse_positive_int(shard_size, "shard_size")
     items = sorted(items, key=lambda i: (i.source_path, i.utterance_id))
-    done = store.committed_rows("utterances", ["utterance_id", "source_path"], corpus=corpus)
-    rejected = store.committed_rows("rejects", ["source_path", "stage"], corpus=corpus)
-    done_ids = {r["utterance_id"]: r["source_path"] for r in done}
-    done_paths = {r["source_path"] for r in done} | {
-        r["source_path"] for r in rejected if r["stage"] == "ingest"
-    }
+    # columns, not a dict per committed row: a rerun over 281,241 files held hundreds of MB in those
+    done = store.committed_table("utterances", ["utterance_id", "source_path"], corpus=corpus)
+    rejected = store.committed_table("rejects", ["source_path", "stage"], corpus=corpus)
+    done_paths = done["source_path"].to_pylist()
+    done_ids = dict(zip(done["utterance_id"].to_pylist(), done_paths, strict=True))
+    rejected = rejected.filter(pc.equal(rejected["stage"], "ingest"))["source_path"]
+    done_paths = set(done_paths) | set(rejected.to_pylist())
     shards = []
     for start in range(0, len(items), shard_size):
         block = items[start : start + shard_size]

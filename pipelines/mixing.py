@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.ingest import ShardSummary
 from pipelines.splits import SPLITS
@@ -28,7 +30,7 @@ from pipelines.synthesis import (
     utterance_rng,
 )
 from stores.audio_index import UtteranceReader
-from stores.commits import Commit, Shard, shard_id_for
+from stores.commits import Commit, Shard, shard_rows, table_shards
 from stores.config import Config, parse_choice, parse_name
 from stores.errors import ConfigError, NotFoundError
 from stores.paths import member, pair_group, pairset_group
@@ -88,11 +90,16 @@ def copy_id(utterance_id: str, copy: int) -> str:
     return utterance_id if copy == 0 else f"{utterance_id}+{copy}"
 
 
-def with_copies(utterances: list[dict], copies: int) -> list[dict]:
-    """Each utterance row `copies` times, as pair items (`pair_id`, and `copy` for the draws' record)."""
-    return [
-        {**u, "pair_id": copy_id(u["utterance_id"], k), "copy": k} for u in utterances for k in range(copies)
-    ]
+def with_copies(utterances: pa.Table, copies: int) -> pa.Table:
+    """Each utterance row `copies` times, as pair items (`pair_id`: `copy_id`'s, and `copy` for the draws'
+    record)."""
+    index = np.repeat(np.arange(utterances.num_rows), copies)
+    copy = np.tile(np.arange(copies, dtype=np.int64), utterances.num_rows)
+    rows = utterances.take(pa.array(index))
+    ids = rows["utterance_id"]
+    suffixed = pc.binary_join_element_wise(ids, pc.cast(pa.array(copy), pa.string()), "+")
+    pair_ids = pc.if_else(pa.array(copy == 0), ids, suffixed)
+    return rows.append_column("pair_id", pair_ids).append_column("copy", pa.array(copy))
 
 
 @dataclass
@@ -140,21 +147,20 @@ def check_recorded_config(store: Store, pairset: str, config: PairConfig) -> Non
 
 
 def plan_pairs(store: Store, pairset: str, config: PairConfig, shard_size: int) -> list[Shard]:
-    """Shards of the corpus's committed utterances (in the asked splits) that have no committed pair."""
+    """Shards of the corpus's committed utterances (in the asked splits) that have no committed pair: blocks
+    of the utterances sorted by id (with their copies), each less its pairs already made. Held as Arrow
+    rows (`stores.commits.table_shards`): a dict per utterance of a 281,241-utterance corpus held the
+    driver's memory by the hundreds of MB."""
     parse_name(pairset, "pair set name")
     columns = ["utterance_id", "speaker_id", "split", "array", "offset", "num_samples"]
-    utts = store.committed_rows("utterances", columns, corpus=config.corpus)
-    if not utts:
+    utts = store.committed_table("utterances", columns, corpus=config.corpus)
+    if not utts.num_rows:
         raise NotFoundError(f"Expected an ingested corpus. Got {config.corpus!r} instead (no utterances).")
-    done = {r["utterance_id"] for r in store.committed_rows("pairs", ["utterance_id"], pairset=pairset)}
-    utts = sorted((u for u in utts if u["split"] in config.splits), key=lambda u: u["utterance_id"])
-    items = with_copies(utts, config.copies)
-    shards = []
-    for start in range(0, len(items), shard_size):
-        pending = [u for u in items[start : start + shard_size] if u["pair_id"] not in done]
-        if pending:
-            shards.append(Shard(shard_id_for("pairs", pairset, [u["pair_id"] for u in pending]), pending))
-    return shards
+    done = store.committed_table("pairs", ["utterance_id"], pairset=pairset)["utterance_id"]
+    utts = utts.filter(pc.is_in(utts["split"], pa.array(list(config.splits), pa.string())))
+    items = with_copies(utts.sort_by("utterance_id"), config.copies)
+    pending = pc.invert(pc.is_in(items["pair_id"], done))
+    return table_shards("pairs", pairset, items, "pair_id", shard_size, pending)
 
 
 class _Cache:
@@ -262,7 +268,7 @@ def make_pairs_shard(
     rows, signals, offset = [], {"input": [], "clean": [], "noise": []}, 0
     # each ingest array's span of the shard read once: one read per utterance decoded a whole chunk
     # (2^20 samples) each time, ~6 ms a pair whatever its length
-    for utt, read in UtteranceReader(store).signals(shard.items):
+    for utt, read in UtteranceReader(store).signals(shard_rows(shard)):
         clean = read["clean"]
         pair_id = utt["pair_id"]  # the utterance id, or a copy's (plan_pairs, repair)
         pair, fields = make_pair(clean, pair_id, config, sources, cache, sr)

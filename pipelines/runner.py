@@ -8,6 +8,7 @@ runner's own client (see `ShardRunner`); elsewhere they are Prefect task runs.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 
@@ -66,6 +67,9 @@ def auto_shard_size(scanned: int) -> int:
     return min(128, max(4, math.ceil(scanned / 16)))
 
 
+SHARD_WINDOW = 32  # the fewest shards a flow keeps submitted ahead on Dask (`ShardRunner.window`)
+
+
 class ShardRunner:
     """Submits a flow's shard tasks where the flow runs them. On a Dask task runner each shard is a plain
     Dask future on the runner's client, with the task's retries: prefect-dask serialises Prefect's context
@@ -93,19 +97,41 @@ class ShardRunner:
         for future in done:
             yield future.result()
 
+    def run(self, task_fn, args: tuple, shards):
+        """`task_fn(*args, shard)` of every shard: the results as the shards complete (a failed shard raises
+        its error). On Dask at most `window()` shards are submitted ahead of the finished ones, so the
+        driver and the scheduler hold a few tasks' arguments and states at a time, not those of thousands
+        of shards (a 281,241-utterance corpus is 2,198 of them)."""
+        if self.client is None:
+            yield from self.results([self.submit(task_fn, *args, shard) for shard in shards])
+            return
+        waiting = iter(shards)
+        first = [self.submit(task_fn, *args, shard) for shard in itertools.islice(waiting, self.window())]
+        done = distributed.as_completed(first, loop=self.client.loop)
+        for future in done:
+            result = future.result()
+            following = next(waiting, None)
+            if following is not None:
+                done.add(self.submit(task_fn, *args, following))
+            yield result
+
+    def window(self) -> int:
+        """Shards in flight: four per worker thread the cluster has now (an adaptive one may have none
+        yet), at least SHARD_WINDOW."""
+        return max(SHARD_WINDOW, 4 * sum(self.client.nthreads().values()))
+
 
 def run_shards(st, task_fn, shards, args: tuple, label: str, progress: bool) -> ShardSummary:
     """Submit one task per shard (`task_fn(st.root, *args, shard)`, returning its summary and its held rows),
     show progress in utterances, commit the finished shards' rows in batches (`GroupCommit`), merge the
     summaries."""
     total, runner = ShardSummary("all"), ShardRunner()
-    futures = [runner.submit(task_fn, st.root, *args, shard) for shard in shards]
     units = sum(len(s.items) + len(s.prerejected) for s in shards)
     with (
         tqdm(total=units, desc=label, unit="utt", disable=not progress or not shards) as bar,
         GroupCommit(st) as batches,
     ):
-        for result, rows in runner.results(futures):
+        for result, rows in runner.run(task_fn, (st.root, *args), shards):
             batches.add(rows)
             total.merge(result)
             bar.update(result.utterances + sum(result.rejects.values()))

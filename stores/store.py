@@ -35,7 +35,15 @@ from zarr.storage import FsspecStore, LocalStore
 from stores.arrays import CHECKSUM_ATTR, DirectArrays, ZarrArrays, parse_backend
 from stores.audio_index import read_audio
 from stores.chunks import LocalChunks
-from stores.commits import ShardRows, commit_shards, committed_rows, committed_shards, key_filter, uncommit
+from stores.commits import (
+    ShardRows,
+    commit_shards,
+    committed_rows,
+    committed_shards,
+    committed_table,
+    key_filter,
+    uncommit,
+)
 from stores.config import parse_name, parse_positive_int
 from stores.errors import ConfigError
 from stores.featureset import FeatureSet
@@ -216,6 +224,10 @@ class Store:
     def committed_rows(self, table: str, columns: list[str] | None = None, **keys: object) -> list[dict]:
         """Rows of `table` with these column values whose shard is committed (`stores.commits`)."""
         return committed_rows(self, table, columns, **keys)
+
+    def committed_table(self, table: str, columns: list[str] | None = None, **keys: object) -> pa.Table:
+        """`committed_rows` as an Arrow table (for plans of many rows)."""
+        return committed_table(self, table, columns, **keys)
 
     # ------------------------------------------------------------------ arrays
     def array_location(self, path: str = "") -> str:
