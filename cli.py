@@ -144,6 +144,7 @@ def cmd_features(args):
     plan, runner = pipeline_args.features_plan(args), pipeline_args.runner_config(args)
     if plan.complete:  # nothing to compute: no Prefect, no Dask, no server, no cluster
         return found_features(plan)
+    plan.shards.clear()  # the flow plans again under its lock: these would only hold memory meanwhile
     if pipeline_args.needs_model(plan):
         import training_flows  # a first-stage model: torch, with Prefect and Dask
 

@@ -187,7 +187,7 @@ def pairs_flow(
     with run_lock(st, f"pairs-{parse_name(pairset, 'pair set name')}", uses=uses):
         check_pairset_config(st, pairset, config)
         sources = load_sources(st, config)
-        n = len(st.committed_rows("utterances", ["utterance_id"], corpus=config.corpus))
+        n = st.committed_table("utterances", ["utterance_id"], corpus=config.corpus).num_rows
         shards = plan_pairs(st, pairset, config, shard_size or auto_shard_size(n * config.copies))
         added = run_shards(
             st, pairs_shard_task, shards, (pairset, config, sources), f"pairs {pairset}", progress
@@ -210,13 +210,14 @@ def features_flow(
     plan = plan_features(st, source, config, codec)
     if plan.complete:
         return found_features(plan)
+    feature_id, plan = plan.spec.feature_id, None  # planned again under the lock: one plan held at a time
     needed = get_kind(config.kind).needed_model(config)
     if needed is not None and mask is None:
         raise ConfigError(
             f"Expected the first-stage model {needed!r} of these {config.kind} features loaded "
             "(training_flows.run_features). Got none."
         )
-    with run_lock(st, f"features-{plan.spec.feature_id}", uses=feature_set_uses(source, config)):
+    with run_lock(st, f"features-{feature_id}", uses=feature_set_uses(source, config)):
         plan = plan_features(st, source, config, codec)  # again: another run may have finished it meanwhile
         results = list(_run_feature_shards(st, plan, mask, progress))
         if not plan.complete:
@@ -270,7 +271,7 @@ def run_pairs(
 ):
     """`specstore pairs`: the corpus must be ingested; the noise/RIR folders are ingested by the flow."""
     st = open_store(store, create=False)
-    if not st.committed_rows("utterances", ["utterance_id"], corpus=config.corpus):
+    if not st.committed_table("utterances", ["utterance_id"], corpus=config.corpus).num_rows:
         raise NotFoundError(
             f"Expected an ingested corpus. Got {config.corpus!r} instead (no utterances in the store)."
         )

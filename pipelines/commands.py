@@ -63,7 +63,7 @@ def ingest_done(args, audio: AudioConfig) -> IngestReport | None:
     started = time.perf_counter()
     st = open_store(args.store, sample_rate=audio.sample_rate)
     corpus = args.name or args.corpus
-    if not st.committed_rows("utterances", ["utterance_id"], corpus=corpus):
+    if not st.committed_table("utterances", ["utterance_id"], corpus=corpus).num_rows:
         return None
     items = scan_corpus(args.corpus, args.source)
     plan = plan_ingest(st, args.corpus, items, corpus)
@@ -89,7 +89,7 @@ def pairs_done(store: str, pairset: str, config: PairConfig, sources: tuple[Sour
         st = open_store(store, create=False)
     except NotFoundError:
         return None
-    if not st.committed_rows("utterances", ["utterance_id"], corpus=config.corpus):
+    if not st.committed_table("utterances", ["utterance_id"], corpus=config.corpus).num_rows:
         return None
     for request in sources:
         if request.folder is not None:

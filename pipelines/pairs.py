@@ -31,14 +31,16 @@ def plan_given_pairs(
 ) -> tuple[str, list[Shard]]:
     """Shards of committed utterances that have a given degraded file and no committed pair yet."""
     pairset = parse_name(pairset or given_pairset_name(corpus), "pair set name")
-    committed = {
-        r["utterance_id"] for r in store.committed_rows("utterances", ["utterance_id"], corpus=corpus)
-    }
-    done = {r["utterance_id"] for r in store.committed_rows("pairs", ["utterance_id"], pairset=pairset)}
-    done |= {
-        r["utterance_id"]
-        for r in store.committed_rows("rejects", ["utterance_id"], corpus=corpus, stage=f"pairs:{pairset}")
-    }
+    committed = set(
+        store.committed_table("utterances", ["utterance_id"], corpus=corpus)["utterance_id"].to_pylist()
+    )
+    done = set(store.committed_table("pairs", ["utterance_id"], pairset=pairset)["utterance_id"].to_pylist())
+    stage = f"pairs:{pairset}"
+    done |= set(
+        store.committed_table("rejects", ["utterance_id"], corpus=corpus, stage=stage)[
+            "utterance_id"
+        ].to_pylist()
+    )
     todo = [
         i for i in items if "given" in i.given and i.utterance_id in committed and i.utterance_id not in done
     ]

@@ -41,7 +41,7 @@ class NightlyItem:
 
 def store_pairsets(st) -> list[str]:
     """Pair sets with committed pairs in the store, sorted."""
-    return sorted({r["pairset"] for r in st.committed_rows("pairs", ["pairset"])})
+    return sorted(set(st.committed_table("pairs", ["pairset"])["pairset"].to_pylist()))
 
 
 def check_cron(cron: str) -> str:
