@@ -35,6 +35,7 @@ own modules), on an existing store made by this script; medians of wall and CPU 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -308,6 +309,8 @@ def summarize(log: Path) -> None:
     by = {(r["step"], r["n"]): r for r in records}
     head = [f"{n:,} items: wall (CPU) s, peak MiB" for n in sizes]
     head += [f"marginal ms/item {a:,}->{b:,}: wall (CPU)" for a, b in zip(sizes, sizes[1:], strict=False)]
+    if len(sizes) >= 3:  # the targets: the last marginal and peak against the ones before
+        head += ["last marginal / the one before: wall (CPU)", f"peak {sizes[-1]:,} / {sizes[-2]:,}"]
     print("| step | " + " | ".join(head) + " |")
     print("|---" * (len(head) + 1) + "|")
     for step in dict.fromkeys(r["step"] for r in records):
@@ -317,15 +320,26 @@ def summarize(log: Path) -> None:
             inside = re.search(r"wall time ([0-9.]+) s", r["last"]) if r else None
             flow = f" [{inside.group(1)} in the flow]" if inside else ""
             cells.append(f"{r['wall_s']:.1f} ({r['cpu_s']:.1f}){flow}, {r['peak_mib']}" if r else "-")
-        for a, b in zip(sizes, sizes[1:], strict=False):
-            ra, rb = by.get((step, a)), by.get((step, b))
-            if ra and rb:
-                wall = 1000 * (rb["wall_s"] - ra["wall_s"]) / (b - a)
-                cpu = 1000 * (rb["cpu_s"] - ra["cpu_s"]) / (b - a)
-                cells.append(f"{wall:.2f} ({cpu:.2f})")
-            else:
-                cells.append("-")
+        marginals = [
+            _marginal(by.get((step, a)), by.get((step, b)), b - a) for a, b in itertools.pairwise(sizes)
+        ]
+        cells += [f"{m[0]:.2f} ({m[1]:.2f})" if m else "-" for m in marginals]
+        if len(sizes) >= 3:
+            last, before = marginals[-1], marginals[-2]
+            ratio = lambda x, y: f"{x / y:.2f}" if y > 0 else "-"  # noqa: E731 (a negative marginal: noise)
+            cells.append(
+                f"{ratio(last[0], before[0])} ({ratio(last[1], before[1])})" if last and before else "-"
+            )
+            a, b = by.get((step, sizes[-2])), by.get((step, sizes[-1]))
+            cells.append(f"{b['peak_mib'] / a['peak_mib']:.2f}" if a and b else "-")
         print(f"| {step} | " + " | ".join(cells) + " |")
+
+
+def _marginal(a: dict | None, b: dict | None, items: int) -> tuple[float, float] | None:
+    """(wall, CPU) ms per item from record `a` to record `b`."""
+    if not (a and b):
+        return None
+    return 1000 * (b["wall_s"] - a["wall_s"]) / items, 1000 * (b["cpu_s"] - a["cpu_s"]) / items
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ import os
 import time
 from dataclasses import replace
 
+import pyarrow.compute as pc
+
 from features.config import feature_config
 from features.kind import get_kind
 from pipelines.audio import AudioConfig
@@ -15,7 +17,7 @@ from pipelines.cluster import RunnerConfig
 from pipelines.corpora import get_reader, parse_source, scan_corpus
 from pipelines.featurize import FeaturePlan, SignalSet, plan_features
 from pipelines.ingest import ShardSummary, plan_ingest
-from pipelines.mixing import PairConfig, check_recorded_config, plan_pairs
+from pipelines.mixing import PairConfig, check_recorded_config, pair_items
 from pipelines.pairs import plan_given_pairs
 from pipelines.reports import IngestReport, ingest_report, pairs_report
 from pipelines.sources import SourceRequest
@@ -97,8 +99,7 @@ def pairs_done(store: str, pairset: str, config: PairConfig, sources: tuple[Sour
             if plan_ingest(st, "folder", items, request.corpus).shards:
                 return None
     check_recorded_config(st, pairset, config)
-    # the shard size only groups the missing utterances: any size finds none when none is missing
-    if plan_pairs(st, pairset, config, shard_size=128):
+    if pc.any(pair_items(st, pairset, config)[1]).as_py():  # a pair to make: the flow plans its shards
         return None
     return pairs_report(st, pairset, config.kind, ShardSummary("all"), time.perf_counter() - started)
 

@@ -151,6 +151,13 @@ def plan_pairs(store: Store, pairset: str, config: PairConfig, shard_size: int) 
     of the utterances sorted by id (with their copies), each less its pairs already made. Held as Arrow
     rows (`stores.commits.table_shards`): a dict per utterance of a 281,241-utterance corpus held the
     driver's memory by the hundreds of MB."""
+    items, pending = pair_items(store, pairset, config)
+    return table_shards("pairs", pairset, items, "pair_id", shard_size, pending)
+
+
+def pair_items(store: Store, pairset: str, config: PairConfig) -> tuple[pa.Table, pa.Array]:
+    """(every pair item of the corpus's committed utterances in the asked splits, sorted by id with their
+    copies; the mask of those without a committed pair)."""
     parse_name(pairset, "pair set name")
     columns = ["utterance_id", "speaker_id", "split", "array", "offset", "num_samples"]
     utts = store.committed_table("utterances", columns, corpus=config.corpus)
@@ -159,8 +166,7 @@ def plan_pairs(store: Store, pairset: str, config: PairConfig, shard_size: int) 
     done = store.committed_table("pairs", ["utterance_id"], pairset=pairset)["utterance_id"]
     utts = utts.filter(pc.is_in(utts["split"], pa.array(list(config.splits), pa.string())))
     items = with_copies(utts.sort_by("utterance_id"), config.copies)
-    pending = pc.invert(pc.is_in(items["pair_id"], done))
-    return table_shards("pairs", pairset, items, "pair_id", shard_size, pending)
+    return items, pc.invert(pc.is_in(items["pair_id"], done))
 
 
 class _Cache:
