@@ -53,8 +53,8 @@ from pipelines.reports import (  # noqa: E402
     pairs_report,
 )
 from pipelines.runner import (  # noqa: E402
-    ShardRunner,
     auto_shard_size,
+    committing,
     ensure_prefect_api,
     holding_rows,
     run_shards,
@@ -69,7 +69,6 @@ from pipelines.schedule import (  # noqa: E402  # noqa: E402
 )
 from pipelines.sources import SourceRequest, source_audio_config  # noqa: E402
 from pipelines.splits import SplitConfig  # noqa: E402
-from stores.commits import GroupCommit  # noqa: E402
 from stores.config import parse_name  # noqa: E402
 from stores.errors import ConfigError, NotFoundError, SpecstoreError  # noqa: E402
 from stores.locks import run_lock  # noqa: E402
@@ -232,15 +231,9 @@ def features_flow(
 
 
 def _run_feature_shards(st, plan, mask, progress):
-    runner = ShardRunner()
     total = sum(len(s.items) for s in plan.shards)
-    with (
-        tqdm(total=total, desc=f"features {plan.spec.feature_id}", unit="utt", disable=not progress) as bar,
-        GroupCommit(st) as batches,
-    ):
-        shards = runner.run(features_shard_task, (st.root, plan.spec, mask), plan.shards)
-        for result, rows in shards:
-            batches.add(rows)
+    with tqdm(total=total, desc=f"features {plan.spec.feature_id}", unit="utt", disable=not progress) as bar:
+        for result in committing(st, features_shard_task, (plan.spec, mask), plan.shards):
             bar.update(result.utterances)
             yield result
 

@@ -229,7 +229,7 @@ def feature_shard(
     array, whatever the shard's size, in memory kept from its previous batch (`stores.scratch`: fresh memory
     costs page faults). The shard's partial sums of the training statistics are stored with it (not
     returned), so a rerun after a kill still sees every shard's. `mask`: the first-stage model a kind
-    needs (`FeatureKind.needed_model`). `commit`: how its rows are committed (default `store.commit`, now and alone; a flow's task holds them for the driver's batch: `stores.commits.HeldCommit`)."""
+    needs (`FeatureKind.needed_model`). `commit`: how its rows are committed (`stores.commits.Commit`)."""
     result, now = FeatureShardResult(shard.shard_id), now_utc()
     kind, config = spec.kind, spec.config
     if kind.needed_model(config) and mask is None:

@@ -178,7 +178,7 @@ def ingest_shard(
 
     The shard is marked in flight until it commits; if an earlier attempt died in it (a decoder's native
     crash ends the process), its files are decoded one by one in a child process and a file that kills
-    the child is rejected (`pipelines.isolation`). `loader` is for tests that inject such a crash. `commit`: how its rows are committed (default `store.commit`, now and alone; a flow's task holds them for the driver's batch: `stores.commits.HeldCommit`)."""
+    the child is rejected (`pipelines.isolation`). `loader` is for tests that inject such a crash. `commit`: how its rows are committed (`stores.commits.Commit`)."""
     summary, now = ShardSummary(shard.shard_id), now_utc()
     array_path = audio_array(corpus, shard.shard_id)
     rejects = [reject_row(corpus, i, r, d, "ingest", shard.shard_id, now) for i, r, d in shard.prerejected]

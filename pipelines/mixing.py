@@ -93,9 +93,13 @@ def copy_id(utterance_id: str, copy: int) -> str:
 def with_copies(utterances: pa.Table, copies: int) -> pa.Table:
     """Each utterance row `copies` times, as pair items (`pair_id`: `copy_id`'s, and `copy` for the draws'
     record)."""
-    index = np.repeat(np.arange(utterances.num_rows), copies)
     copy = np.tile(np.arange(copies, dtype=np.int64), utterances.num_rows)
-    rows = utterances.take(pa.array(index))
+    # one copy each (the default): the rows as they are, not a second table of them
+    rows = (
+        utterances
+        if copies == 1
+        else utterances.take(pa.array(np.repeat(np.arange(utterances.num_rows), copies)))
+    )
     ids = rows["utterance_id"]
     suffixed = pc.binary_join_element_wise(ids, pc.cast(pa.array(copy), pa.string()), "+")
     pair_ids = pc.if_else(pa.array(copy == 0), ids, suffixed)
@@ -268,7 +272,7 @@ def make_pairs_shard(
     sources: Sources,
     commit: Commit | None = None,
 ) -> ShardSummary:
-    """Make and store one shard of pairs, then commit its rows. `commit`: how its rows are committed (default `store.commit`, now and alone; a flow's task holds them for the driver's batch: `stores.commits.HeldCommit`)."""
+    """Make and store one shard of pairs, then commit its rows. `commit`: how its rows are committed (`stores.commits.Commit`)."""
     summary, now, sr = ShardSummary(shard.shard_id), now_utc(), store.sample_rate
     group, cache = pair_group(pairset, shard.shard_id), _Cache(store)
     rows, signals, offset = [], {"input": [], "clean": [], "noise": []}, 0

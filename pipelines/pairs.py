@@ -15,7 +15,7 @@ from pipelines.corpora import SourceItem
 from pipelines.ingest import ShardSummary, reject_row
 from pipelines.isolation import Loader, load_each
 from pipelines.synthesis import snr_db
-from stores.commits import Commit, Shard, shard_id_for
+from stores.commits import Commit, Shard, committed_values, shard_id_for
 from stores.config import parse_name
 from stores.inflight import in_flight
 from stores.paths import member, pair_group
@@ -31,16 +31,9 @@ def plan_given_pairs(
 ) -> tuple[str, list[Shard]]:
     """Shards of committed utterances that have a given degraded file and no committed pair yet."""
     pairset = parse_name(pairset or given_pairset_name(corpus), "pair set name")
-    committed = set(
-        store.committed_table("utterances", ["utterance_id"], corpus=corpus)["utterance_id"].to_pylist()
-    )
-    done = set(store.committed_table("pairs", ["utterance_id"], pairset=pairset)["utterance_id"].to_pylist())
-    stage = f"pairs:{pairset}"
-    done |= set(
-        store.committed_table("rejects", ["utterance_id"], corpus=corpus, stage=stage)[
-            "utterance_id"
-        ].to_pylist()
-    )
+    committed = committed_values(store, "utterances", "utterance_id", corpus=corpus)
+    done = committed_values(store, "pairs", "utterance_id", pairset=pairset)
+    done |= committed_values(store, "rejects", "utterance_id", corpus=corpus, stage=f"pairs:{pairset}")
     todo = [
         i for i in items if "given" in i.given and i.utterance_id in committed and i.utterance_id not in done
     ]
@@ -88,7 +81,7 @@ def given_pairs_shard(
 ) -> ShardSummary:
     """Decode one shard's given degraded files and commit them as pairs. Marked in flight like an ingest
     shard: after a crash, its files are decoded one by one in a child process (`pipelines.isolation`).
-    `commit`: how its rows are committed (default `store.commit`, now and alone; a flow's task holds them for the driver's batch: `stores.commits.HeldCommit`)."""
+    `commit`: how its rows are committed (`stores.commits.Commit`)."""
     summary, now, stage = ShardSummary(shard.shard_id), now_utc(), f"pairs:{pairset}"
     ids = [i.utterance_id for i in shard.items]
     utts = {

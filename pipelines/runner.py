@@ -122,21 +122,26 @@ class ShardRunner:
 
 
 def run_shards(st, task_fn, shards, args: tuple, label: str, progress: bool) -> ShardSummary:
-    """Submit one task per shard (`task_fn(st.root, *args, shard)`, returning its summary and its held rows),
-    show progress in utterances, commit the finished shards' rows in batches (`GroupCommit`), merge the
-    summaries."""
-    total, runner = ShardSummary("all"), ShardRunner()
+    """One task per shard (`task_fn(st.root, *args, shard)`, returning its summary and its held rows),
+    progress in utterances, the summaries merged (`committing`: the rows committed in batches)."""
+    total = ShardSummary("all")
     units = sum(len(s.items) + len(s.prerejected) for s in shards)
-    with (
-        tqdm(total=units, desc=label, unit="utt", disable=not progress or not shards) as bar,
-        GroupCommit(st) as batches,
-    ):
-        for result, rows in runner.run(task_fn, (st.root, *args), shards):
-            batches.add(rows)
+    with tqdm(total=units, desc=label, unit="utt", disable=not progress or not shards) as bar:
+        for result in committing(st, task_fn, args, shards):
             total.merge(result)
             bar.update(result.utterances + sum(result.rejects.values()))
             bar.set_postfix(hours=f"{total.seconds / 3600:.2f}", rejects=sum(total.rejects.values()))
     return total
+
+
+def committing(st, task_fn, args: tuple, shards):
+    """Each shard's result (`task_fn(st.root, *args, shard)` returns it with its held rows) as the shards
+    complete, their rows committed by this driver in batches (`GroupCommit`), the last batch when the
+    shards are done or one failed."""
+    with GroupCommit(st) as batches:
+        for result, rows in ShardRunner().run(task_fn, (st.root, *args), shards):
+            batches.add(rows)
+            yield result
 
 
 def holding_rows(shard_fn, store_root: str, *args):

@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from stores.commits import committed_values
 from stores.errors import ConfigError
 from stores.store import redact
 
@@ -41,7 +42,7 @@ class NightlyItem:
 
 def store_pairsets(st) -> list[str]:
     """Pair sets with committed pairs in the store, sorted."""
-    return sorted(set(st.committed_table("pairs", ["pairset"])["pairset"].to_pylist()))
+    return sorted(committed_values(st, "pairs", "pairset"))
 
 
 def check_cron(cron: str) -> str:

@@ -173,22 +173,31 @@ def _footer_shards(store, table: str, file_name: str, version: str) -> tuple[str
     path = f"{store.table_path(table)}/{file_name}"
     key = (f"{store.root}|{path}", version)
     if key not in _FOOTERS:
-        with store.fs.open(path, "rb") as handle:  # a part removed meanwhile: the listing starts again
-            listed = (pq.read_metadata(handle).metadata or {}).get(SHARDS_KEY)
         name = part_of(file_name)
         legacy = (name[len("part-") :],) if name.startswith("part-") else ()
-        _FOOTERS[key] = tuple(json.loads(listed)) if listed else legacy
+        # a part removed meanwhile raises FileNotFoundError: the listing starts again
+        _FOOTERS[key] = _footer_list(store, path) or legacy
     return _FOOTERS[key]
+
+
+def _footer_list(store, path: str) -> tuple[str, ...]:
+    """The shards a part's footer lists (() where it lists none)."""
+    with store.fs.open(path, "rb") as handle:
+        listed = (pq.read_metadata(handle).metadata or {}).get(SHARDS_KEY)
+    return tuple(json.loads(listed)) if listed else ()
 
 
 def part_footer_shards(store, commit_table: str, name: str) -> tuple[str, ...]:
     """The shards one commit part lists in its footer (() where it lists none or is gone)."""
     try:
-        with store.fs.open(f"{store.table_path(commit_table)}/{name}.parquet", "rb") as handle:
-            listed = (pq.read_metadata(handle).metadata or {}).get(SHARDS_KEY)
+        return _footer_list(store, f"{store.table_path(commit_table)}/{name}.parquet")
     except FileNotFoundError:
         return ()
-    return tuple(json.loads(listed)) if listed else ()
+
+
+def committed_values(store, table: str, column: str, **keys: object) -> set:
+    """The distinct values of one column of `table`'s committed rows (`committed_table`)."""
+    return set(committed_table(store, table, [column], **keys)[column].to_pylist())
 
 
 def committed_shards(store, commit_table: str) -> set[str]:
@@ -330,4 +339,6 @@ class GroupCommit:
         self.flush()
 
 
-Commit = Callable[[dict, str, str], None]  # (tables, commit table, shard id): how a shard function commits
+# How a shard function commits its rows: (tables, commit table, shard id). Default `store.commit` (now, in
+# the shard's own part); a flow's task passes a `HeldCommit`, whose rows the driver commits in its batches.
+Commit = Callable[[dict, str, str], None]

@@ -193,8 +193,9 @@ def find_leftovers(store: Store) -> list[Problem]:
         if store.fs.exists(staging):
             for path in store.fs.ls(staging, detail=False):
                 problems.append(Problem("leftover", path, "a table part whose write never finished"))
-    committed = set().union(*(store.committed_shards(t) for t in COMMIT_TABLES))
-    commit_parts = set().union(*(part_shards(store, t) for t in COMMITTED_BY["rejects"]))
+    parts = {t: part_shards(store, t) for t in COMMIT_TABLES}
+    committed = {s for t in COMMIT_TABLES for shards in parts[t].values() for s in shards}
+    commit_parts = {name for t in COMMITTED_BY["rejects"] for name in parts[t]}
     for part in store.part_names("rejects"):
         if part not in commit_parts:
             problems.append(Problem("leftover", f"rejects/{part}", "rejects of shards that never committed"))
